@@ -1,0 +1,837 @@
+"""One Multi-Paxos node as a pure state machine: proposer, acceptor and learner in one.
+
+Owns: ballots, promises and accepted values per slot, leader election (pre-vote, leader
+stickiness, check-quorum), phase 1 over all open slots, pipelined and batched phase 2, no-op
+gap filling, learning and catch-up, ReadIndex, log truncation.
+Must not import: anything with I/O, clocks, threads or global randomness (tests/test_tidy.py).
+Called by: one thread at a time (the runtime's loop, or the simulator); not thread-safe.
+
+Inputs are ``step(message)``, ``tick()``, ``propose(...)``, ``read_index(...)``,
+``compact(...)`` and ``restore_snapshot(...)``; all output is collected into the next
+``ready()`` and acknowledged with ``advance(ready)``.
+
+Safety rests on three facts, each asserted where it is used:
+- an acceptor never accepts below its promise, and persists promise and accepted value before
+  any message that reveals them leaves (the runtime's persist-before-send);
+- a leader proposes in a slot only after phase 1 over a majority, re-proposing the value with
+  the highest ballot reported for that slot (Paxos Made Simple §2.2, P2c), and never in a slot
+  that a member reported chosen up to its ``commit``;
+- a leader proposes at most one value per slot per ballot, so an acceptor holding an accepted
+  value in the leader's ballot may learn it chosen from the leader's ``commit``.
+
+A retried proposal may be chosen twice (a leader change can lose track of the first copy); the
+state machine applies each request id once (DESIGN.md §3, idempotence), so the core need not
+deduplicate.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from relstorage_paxos.core.ballot import ZERO_BALLOT, Ballot
+from relstorage_paxos.core.messages import (
+    NOOP,
+    Accept,
+    Accepted,
+    CatchUpReply,
+    CatchUpRequest,
+    Forward,
+    Heartbeat,
+    HeartbeatReply,
+    LogEntry,
+    Message,
+    Prepare,
+    PreVote,
+    PreVoteReply,
+    Promise,
+    Proposal,
+    ReadIndexReply,
+    ReadIndexRequest,
+    SlotValue,
+    Value,
+    value_size,
+)
+from relstorage_paxos.core.options import NodeOptions
+from relstorage_paxos.core.quorum import cannot_reach_majority, has_majority
+from relstorage_paxos.core.ready import (
+    Persist,
+    PersistentState,
+    ReadState,
+    Ready,
+    SnapshotRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(slots=True)
+class _ReadRound:
+    """Reads waiting for a majority to confirm this leader after they arrived."""
+
+    seq: int
+    slot: int
+    reads: list[tuple[bytes, int]]
+    acks: set[int]
+
+
+@dataclass(slots=True)
+class _Leadership:
+    """Volatile state of a leader (or candidate) for one ballot."""
+
+    ballot: Ballot
+    from_slot: int
+    promises: dict[int, Promise] = field(default_factory=dict)
+    rejections: set[int] = field(default_factory=set)
+    next_slot: int = 0
+    phase1_end: int = 0
+    acks: dict[int, set[int]] = field(default_factory=dict)
+    heard_from: set[int] = field(default_factory=set)
+    read_seq: int = 0
+    read_rounds: list[_ReadRound] = field(default_factory=list)
+    reads_waiting: list[tuple[bytes, int]] = field(default_factory=list)
+
+
+class Node:
+    """A Multi-Paxos node. See the module docstring for the contract."""
+
+    def __init__(
+        self,
+        options: NodeOptions,
+        rng: random.Random,
+        state: PersistentState | None = None,
+        applied: int = 0,
+    ) -> None:
+        state = state or PersistentState()
+        assert applied >= state.truncated, (applied, state.truncated)
+        self.options = options
+        self.id = options.node_id
+        self.members = options.members
+        self.peers = tuple(sorted(options.members - {self.id}))
+        self._rng = rng
+
+        # Durable acceptor state (mirrors what the log store holds).
+        self.promised: Ballot = state.promised
+        self.truncated: int = state.truncated
+        self.log: dict[int, LogEntry] = {
+            e.slot: e for e in state.entries if e.slot > state.truncated
+        }
+
+        # Learner state. Slots up to ``applied`` are in the state machine; a chosen mark lost
+        # in a crash does not matter for them (they are chosen, and never served from here
+        # unless marked: see on_catch_up_request).
+        self.applied: int = applied
+        self.commit: int = applied
+
+        # Volatile proposer/election state.
+        self.role = Role.FOLLOWER
+        self.leader: int | None = None
+        self._max_round_seen = self.promised.round
+        self._ticks_since_leader = options.election_timeout_ticks
+        self._election_elapsed = 0
+        self._election_timeout = self._random_timeout()
+        self._heartbeat_elapsed = 0
+        self._check_quorum_elapsed = 0
+        self._catch_up_elapsed = 0
+        self._catch_up_peer: int | None = None
+        self._catch_up_target = 0
+        self._lead: _Leadership | None = None
+        self._pre_votes: set[int] = set()
+        self._pre_rejections: set[int] = set()
+        self._pre_ballot = ZERO_BALLOT
+
+        self._queue: deque[Proposal] = deque()
+        self._local_reads: set[bytes] = set()
+
+        # Output accumulated for the next Ready.
+        self._out_messages: list[Message] = []
+        self._out_promised = False
+        self._out_entries: dict[int, LogEntry] = {}
+        self._out_truncated = False
+        self._out_sync = False
+        self._out_reads: list[ReadState] = []
+        self._out_snapshot: SnapshotRequest | None = None
+        self._ready_pending = False
+        self._advance_commit()
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        """One unit of logical time (the runtime calls it every ``tick`` seconds)."""
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_follower()
+
+    def propose(self, request_id: bytes, payload: bytes) -> None:
+        """Ask for a value to be chosen. The proposer learns the outcome when a chosen slot
+        holding ``request_id`` reaches ``Ready.chosen``; retry with the same id after a
+        timeout."""
+        self._accept_proposals((Proposal(request_id, payload),))
+
+    def read_index(self, request_id: bytes) -> None:
+        """Ask for a linearizable read barrier; answered as a ``ReadState`` in a later Ready
+        (retry with the same id after a timeout)."""
+        self._local_reads.add(request_id)
+        if self.role is Role.LEADER:
+            assert self._lead is not None
+            self._lead.reads_waiting.append((request_id, self.id))
+            self._start_read_round()
+        elif self.leader is not None:
+            self._send(ReadIndexRequest(self.id, self.leader, (request_id,)))
+
+    def step(self, m: Message) -> None:
+        """Handle one message addressed to this node."""
+        assert m.dst == self.id, (m.dst, self.id)
+        assert m.src in self.members and m.src != self.id, (m.src, sorted(self.members))
+        match m:
+            case PreVote():
+                self.on_pre_vote(m)
+            case PreVoteReply():
+                self.on_pre_vote_reply(m)
+            case Prepare():
+                self.on_prepare(m)
+            case Promise():
+                self.on_promise(m)
+            case Accept():
+                self.on_accept(m)
+            case Accepted():
+                self.on_accepted(m)
+            case Heartbeat():
+                self.on_heartbeat(m)
+            case HeartbeatReply():
+                self.on_heartbeat_reply(m)
+            case Forward():
+                self.on_forward(m)
+            case ReadIndexRequest():
+                self.on_read_index_request(m)
+            case ReadIndexReply():
+                self.on_read_index_reply(m)
+            case CatchUpRequest():
+                self.on_catch_up_request(m)
+            case CatchUpReply():
+                self.on_catch_up_reply(m)
+
+    def compact(self, upto_slot: int) -> None:
+        """Forget log slots up to ``upto_slot``: a durable snapshot of the state machine covers
+        them. Peers that need them are told to fetch a snapshot. Call between ``advance`` and
+        the next ``ready``."""
+        assert not self._ready_pending, "compact() between ready() and advance()"
+        assert upto_slot <= self.applied, (upto_slot, self.applied)
+        if upto_slot <= self.truncated:
+            return
+        self._truncate(upto_slot)
+
+    def restore_snapshot(self, slot: int) -> None:
+        """The runtime installed a state-machine snapshot covering every slot up to ``slot``.
+        Call between ``advance`` and the next ``ready``."""
+        assert not self._ready_pending, "restore_snapshot() between ready() and advance()"
+        if slot <= self.applied:
+            return
+        self.applied = slot
+        self.commit = max(self.commit, slot)
+        if self._lead is not None:
+            for s in [s for s in self._lead.acks if s <= slot]:
+                del self._lead.acks[s]
+            self._lead.next_slot = max(self._lead.next_slot, slot + 1)
+        self._truncate(slot)
+        self._advance_commit()
+
+    # ------------------------------------------------------------------ output
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._out_messages
+            or self._out_promised
+            or self._out_entries
+            or self._out_truncated
+            or self._out_reads
+            or self._out_snapshot is not None
+            or self.commit > self.applied
+            or (self.role is Role.LEADER and self._queue and self._window_open())
+        )
+
+    def ready(self) -> Ready:
+        """Everything produced since the last ``advance``. Persist, then send, then apply."""
+        assert not self._ready_pending, "ready() called twice without advance()"
+        self._flush_proposals()
+        persist = Persist(
+            promised=self.promised if self._out_promised else None,
+            entries=tuple(self._out_entries[s] for s in sorted(self._out_entries)),
+            truncated=self.truncated if self._out_truncated else None,
+            must_sync=self._out_sync,
+        )
+        chosen = tuple(
+            SlotValue(s, self.log[s].value) for s in range(self.applied + 1, self.commit + 1)
+        )
+        ready = Ready(
+            persist=persist,
+            messages=tuple(self._out_messages),
+            chosen=chosen,
+            read_states=tuple(self._out_reads),
+            snapshot_request=self._out_snapshot,
+        )
+        self._out_messages = []
+        self._out_promised = False
+        self._out_entries = {}
+        self._out_truncated = False
+        self._out_sync = False
+        self._out_reads = []
+        self._out_snapshot = None
+        self._ready_pending = True
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The runtime has persisted, sent and applied ``ready``."""
+        assert self._ready_pending, "advance() without ready()"
+        self._ready_pending = False
+        if ready.chosen:
+            assert ready.chosen[0].slot == self.applied + 1, (ready.chosen[0].slot, self.applied)
+            self.applied = ready.chosen[-1].slot
+
+    # ------------------------------------------------------------------ election
+
+    def _random_timeout(self) -> int:
+        base = self.options.election_timeout_ticks
+        return base + self._rng.randrange(base)
+
+    def _leader_alive(self) -> bool:
+        """Leader stickiness: true while this node hears from a live leader."""
+        if self.role is Role.LEADER:
+            return True
+        return (
+            self.leader is not None
+            and self._ticks_since_leader < self.options.election_timeout_ticks
+        )
+
+    def _tick_follower(self) -> None:
+        self._ticks_since_leader += 1
+        self._election_elapsed += 1
+        self._catch_up_elapsed += 1
+        if self._catch_up_peer is not None and self._catch_up_elapsed >= (
+            self.options.heartbeat_interval_ticks
+        ):
+            self._request_catch_up(self._catch_up_peer, self._catch_up_target)
+        if self._election_elapsed >= self._election_timeout:
+            self._start_pre_vote()
+
+    def _start_pre_vote(self) -> None:
+        """Ask whether a majority would promise a higher ballot before raising anybody's
+        promise (Raft's pre-vote, Ongaro §9.6): a node cut off from the cluster thus never
+        forces a healthy leader out when it returns."""
+        self._election_elapsed = 0
+        self._election_timeout = self._random_timeout()
+        self.leader = None
+        self._step_down_state()
+        self.role = Role.PRE_CANDIDATE
+        self._pre_ballot = Ballot(max(self._max_round_seen, self.promised.round) + 1, self.id)
+        self._pre_votes = {self.id}
+        self._pre_rejections = set()
+        for peer in self.peers:
+            self._send(PreVote(self.id, peer, self._pre_ballot))
+        self._maybe_win_pre_vote()
+
+    def on_pre_vote(self, m: PreVote) -> None:
+        self._see_ballot(m.ballot)
+        ok = m.ballot > self.promised and not self._leader_alive()
+        self._send(PreVoteReply(self.id, m.src, m.ballot, ok, self.promised))
+
+    def on_pre_vote_reply(self, m: PreVoteReply) -> None:
+        self._see_ballot(m.promised)
+        if self.role is not Role.PRE_CANDIDATE or m.ballot != self._pre_ballot:
+            return
+        if m.ok:
+            self._pre_votes.add(m.src)
+            self._maybe_win_pre_vote()
+        else:
+            self._pre_rejections.add(m.src)
+            if cannot_reach_majority(self._pre_rejections, self.members):
+                self._become_follower()
+
+    def _maybe_win_pre_vote(self) -> None:
+        if has_majority(self._pre_votes, self.members):
+            self._start_phase1()
+
+    def _start_phase1(self) -> None:
+        """Phase 1a once for this leadership, over every slot from the first not known to be
+        chosen (Multi-Paxos)."""
+        ballot = Ballot(max(self._max_round_seen, self.promised.round) + 1, self.id)
+        self._set_promised(ballot)
+        self.role = Role.CANDIDATE
+        self._election_elapsed = 0
+        lead = _Leadership(ballot=ballot, from_slot=self.commit + 1)
+        self._lead = lead
+        lead.promises[self.id] = self._make_promise(self.id, ballot, lead.from_slot)
+        for peer in self.peers:
+            self._send(Prepare(self.id, peer, ballot, lead.from_slot))
+        self._maybe_win_phase1()
+
+    def on_prepare(self, m: Prepare) -> None:
+        if reason := self._ignore_prepare(m):
+            logger.debug("node %d rejects prepare %s: %s", self.id, m.ballot, reason)
+            self._send(Promise(self.id, m.src, m.ballot, False, self.promised, (), self.commit))
+            return
+        if m.ballot > self.promised:
+            self._set_promised(m.ballot)
+            if self.role is not Role.FOLLOWER:
+                self._become_follower()
+            self.leader = None
+        self._send(self._make_promise(m.src, m.ballot, m.from_slot))
+
+    def _ignore_prepare(self, m: Prepare) -> str | None:
+        self._see_ballot(m.ballot)
+        if m.ballot < self.promised:
+            return f"promised {self.promised}"
+        return None
+
+    def _make_promise(self, dst: int, ballot: Ballot, from_slot: int) -> Promise:
+        # Slots up to our commit are chosen: the leader catches them up instead of proposing.
+        # Every entry above is reported, accepted or chosen, so the leader sees every value
+        # that may have been chosen there (the promise quorum meets every accept quorum).
+        entries = tuple(self.log[s] for s in sorted(self.log) if s >= from_slot and s > self.commit)
+        return Promise(self.id, dst, ballot, True, self.promised, entries, self.commit)
+
+    def on_promise(self, m: Promise) -> None:
+        self._see_ballot(m.promised)
+        lead = self._lead
+        if self.role is not Role.CANDIDATE or lead is None or m.ballot != lead.ballot:
+            return
+        if m.ok:
+            lead.promises[m.src] = m
+            self._maybe_win_phase1()
+            return
+        if m.promised > lead.ballot:
+            self._become_follower()
+            return
+        lead.rejections.add(m.src)
+        if cannot_reach_majority(lead.rejections, self.members):
+            self._become_follower()
+
+    def _maybe_win_phase1(self) -> None:
+        lead = self._lead
+        assert lead is not None
+        if not has_majority(lead.promises, self.members):
+            return
+        self.role = Role.LEADER
+        self.leader = self.id
+        self._check_quorum_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._catch_up_peer = None
+        lead.heard_from = set(lead.promises)
+        # Our own commit may have moved on during phase 1 (catch-up, snapshot install).
+        known_commit = max(self.commit, *(p.commit for p in lead.promises.values()))
+        best_commit_peer = max(lead.promises.values(), key=lambda p: (p.commit, -p.src)).src
+        chosen: dict[int, Value] = {}
+        highest: dict[int, LogEntry] = {}
+        for promise in lead.promises.values():
+            for entry in promise.entries:
+                if entry.chosen:
+                    chosen[entry.slot] = entry.value
+                else:
+                    best = highest.get(entry.slot)
+                    if best is None or entry.ballot > best.ballot:
+                        highest[entry.slot] = entry
+        top = max([known_commit, lead.from_slot - 1, *chosen, *highest])
+        for slot in range(max(lead.from_slot, self.commit + 1), top + 1):
+            if slot in chosen:
+                self._learn_chosen(slot, chosen[slot], lead.ballot)
+            elif slot <= known_commit:
+                continue  # chosen elsewhere; caught up below, never re-proposed
+            else:
+                adopted = highest.get(slot)  # P2c: the highest-ballot value, else a no-op
+                self._propose_in_slot(slot, adopted.value if adopted is not None else NOOP)
+        lead.next_slot = top + 1
+        lead.phase1_end = top
+        logger.debug(
+            "node %d leads with ballot %s from slot %d to %d",
+            self.id,
+            lead.ballot,
+            lead.from_slot,
+            top,
+        )
+        self._advance_commit()
+        if known_commit > self.commit:
+            self._request_catch_up(best_commit_peer, known_commit)
+        self._send_accepts_all(lead)
+        self._broadcast_heartbeat()
+        self._start_read_round()
+
+    def _become_follower(self) -> None:
+        """Leave candidacy or leadership; keep every unslotted proposal for the next leader."""
+        self._step_down_state()
+        self.role = Role.FOLLOWER
+        self._election_elapsed = 0
+        self._election_timeout = self._random_timeout()
+
+    def _step_down_state(self) -> None:
+        # Unanswered local reads stay in _local_reads and go to the next leader we hear of.
+        self._lead = None
+        if self.leader == self.id:
+            self.leader = None
+
+    def _see_ballot(self, ballot: Ballot) -> None:
+        self._max_round_seen = max(self._max_round_seen, ballot.round)
+
+    def _heard_from_leader(self, leader: int) -> None:
+        """A message in a ballot at least our promise came from ``leader``."""
+        if self.role is not Role.FOLLOWER and leader != self.id:
+            self._become_follower()
+        first_contact = self.leader != leader
+        self.leader = leader
+        self._ticks_since_leader = 0
+        self._election_elapsed = 0
+        if first_contact:
+            self._forward_pending()
+
+    # ------------------------------------------------------------------ phase 2
+
+    def on_forward(self, m: Forward) -> None:
+        self._accept_proposals(m.proposals)
+
+    def _accept_proposals(self, proposals: tuple[Proposal, ...]) -> None:
+        if self.role is not Role.LEADER and self.leader is not None:
+            self._send(Forward(self.id, self.leader, proposals))
+            return
+        self._queue.extend(proposals)
+        while len(self._queue) > self.options.pending_proposals_max:
+            self._queue.popleft()
+
+    def _forward_pending(self) -> None:
+        if self.leader is None or self.leader == self.id:
+            return
+        if self._queue:
+            self._send(Forward(self.id, self.leader, tuple(self._queue)))
+            self._queue.clear()
+        if self._local_reads:
+            self._send(ReadIndexRequest(self.id, self.leader, tuple(sorted(self._local_reads))))
+
+    def _window_open(self) -> bool:
+        lead = self._lead
+        assert lead is not None
+        return lead.next_slot - 1 - self.commit < self.options.pipeline_window_slots
+
+    def _flush_proposals(self) -> None:
+        """Pack queued proposals into new slots, as many as the window allows (batching)."""
+        if self.role is not Role.LEADER or not self._queue:
+            return
+        lead = self._lead
+        assert lead is not None
+        new: list[SlotValue] = []
+        while self._queue and self._window_open():
+            batch = [self._queue.popleft()]
+            size = value_size(tuple(batch))
+            while self._queue and size + value_size((self._queue[0],)) <= (
+                self.options.batch_bytes_max
+            ):
+                size += value_size((self._queue[0],))
+                batch.append(self._queue.popleft())
+            slot = lead.next_slot
+            lead.next_slot += 1
+            self._propose_in_slot(slot, tuple(batch))
+            new.append(SlotValue(slot, tuple(batch)))
+        if new:
+            for peer in self.peers:
+                self._send(Accept(self.id, peer, lead.ballot, tuple(new), self.commit))
+        self._advance_commit()
+
+    def _propose_in_slot(self, slot: int, value: Value) -> None:
+        """Accept ``value`` locally in our ballot (the leader is also an acceptor)."""
+        lead = self._lead
+        assert lead is not None
+        assert self.promised == lead.ballot, (self.promised, lead.ballot)
+        existing = self.log.get(slot)
+        assert existing is None or not existing.chosen or existing.value == value, slot
+        assert existing is None or existing.ballot <= lead.ballot, (existing, lead.ballot)
+        self._store(LogEntry(slot, lead.ballot, value, False), sync=True)
+        lead.acks[slot] = {self.id}
+        self._check_chosen(slot)
+
+    def _send_accepts_all(self, lead: _Leadership, only_to: int | None = None) -> None:
+        """(Re)send every slot in phase 2 that a peer has not acknowledged."""
+        for peer in self.peers if only_to is None else (only_to,):
+            entries = tuple(
+                SlotValue(s, self.log[s].value)
+                for s in sorted(lead.acks)
+                if peer not in lead.acks[s]
+            )
+            if entries:
+                self._send(Accept(self.id, peer, lead.ballot, entries, self.commit))
+
+    def on_accept(self, m: Accept) -> None:
+        if reason := self._ignore_accept(m):
+            logger.debug("node %d rejects accept %s: %s", self.id, m.ballot, reason)
+            self._send(Accepted(self.id, m.src, m.ballot, False, self.promised, ()))
+            return
+        if m.ballot > self.promised:
+            self._set_promised(m.ballot)
+        self._heard_from_leader(m.src)
+        for sv in m.entries:
+            existing = self.log.get(sv.slot)
+            if sv.slot <= self.truncated or (existing is not None and existing.chosen):
+                assert existing is None or existing.value == sv.value, (sv.slot, existing)
+                continue
+            self._store(LogEntry(sv.slot, m.ballot, sv.value, False), sync=True)
+        self._send(
+            Accepted(
+                self.id, m.src, m.ballot, True, self.promised, tuple(e.slot for e in m.entries)
+            )
+        )
+        self._learn_commit(m.src, m.ballot, m.commit)
+
+    def _ignore_accept(self, m: Accept) -> str | None:
+        self._see_ballot(m.ballot)
+        if m.ballot < self.promised:
+            return f"promised {self.promised}"
+        return None
+
+    def on_accepted(self, m: Accepted) -> None:
+        self._see_ballot(m.promised)
+        lead = self._lead
+        if lead is None or m.ballot != lead.ballot:
+            return
+        if not m.ok:
+            if m.promised > lead.ballot:
+                self._become_follower()
+            return
+        if self.role is not Role.LEADER:
+            return
+        lead.heard_from.add(m.src)
+        for slot in m.slots:
+            acks = lead.acks.get(slot)
+            if acks is not None:
+                acks.add(m.src)
+                self._check_chosen(slot)
+        self._advance_commit()
+
+    def _check_chosen(self, slot: int) -> None:
+        lead = self._lead
+        assert lead is not None
+        if has_majority(lead.acks[slot], self.members):
+            del lead.acks[slot]
+            self._learn_chosen(slot, self.log[slot].value, lead.ballot)
+
+    # ------------------------------------------------------------------ learning
+
+    def _learn_chosen(self, slot: int, value: Value, ballot: Ballot) -> None:
+        if slot <= self.truncated:
+            return
+        existing = self.log.get(slot)
+        if existing is not None and existing.chosen:
+            assert existing.value == value, (slot, existing.value, value)
+            return
+        self._store(LogEntry(slot, ballot, value, True), sync=False)
+        if self._lead is not None:
+            self._lead.acks.pop(slot, None)
+
+    def _advance_commit(self) -> None:
+        while (entry := self.log.get(self.commit + 1)) is not None and entry.chosen:
+            self.commit += 1
+        if self._catch_up_peer is not None and self.commit >= self._catch_up_target:
+            self._catch_up_peer = None
+        self._answer_reads()
+
+    def _learn_commit(self, leader: int, ballot: Ballot, leader_commit: int) -> None:
+        """Slots up to ``leader_commit`` are chosen; those we accepted in the leader's own
+        ballot hold the chosen value (one value per slot per ballot). Fetch the rest.
+
+        Only a window past our commit is scanned: a follower far behind learns by catch-up."""
+        scan_to = min(leader_commit, self.commit + 2 * self.options.pipeline_window_slots)
+        for slot in range(self.commit + 1, scan_to + 1):
+            entry = self.log.get(slot)
+            if entry is not None and not entry.chosen and entry.ballot == ballot:
+                self._learn_chosen(slot, entry.value, ballot)
+        self._advance_commit()
+        if leader_commit > self.commit:
+            self._request_catch_up(leader, leader_commit)
+
+    def _request_catch_up(self, peer: int, target: int) -> None:
+        """Ask ``peer`` for chosen slots after our commit; at most one request in flight per
+        heartbeat interval, retried from ``tick`` until ``target`` is reached."""
+        if self._catch_up_peer is None:
+            self._catch_up_target = target
+        else:
+            self._catch_up_target = max(self._catch_up_target, target)
+        if (
+            self._catch_up_peer == peer
+            and self._catch_up_elapsed < self.options.heartbeat_interval_ticks
+        ):
+            return
+        self._catch_up_peer = peer
+        self._catch_up_elapsed = 0
+        self._send(CatchUpRequest(self.id, peer, self.commit + 1))
+
+    def on_catch_up_request(self, m: CatchUpRequest) -> None:
+        entries: list[SlotValue] = []
+        slot = m.from_slot
+        while slot <= self.commit and len(entries) < self.options.catchup_slots_max:
+            entry = self.log.get(slot)
+            if entry is None or not entry.chosen:
+                break
+            entries.append(SlotValue(slot, entry.value))
+            slot += 1
+        snapshot_slot = 0
+        if not entries and m.from_slot <= self.commit:
+            # Truncated, or applied with its chosen mark lost in a crash: our snapshot has it.
+            snapshot_slot = self.applied
+        self._send(CatchUpReply(self.id, m.src, tuple(entries), self.commit, snapshot_slot))
+
+    def on_catch_up_reply(self, m: CatchUpReply) -> None:
+        for sv in m.entries:
+            self._learn_chosen(sv.slot, sv.value, ZERO_BALLOT)
+        before = self.commit
+        self._advance_commit()
+        if m.snapshot_slot > self.commit:
+            self._out_snapshot = SnapshotRequest(m.src, m.snapshot_slot)
+            self._catch_up_peer = None
+            return
+        if m.commit > self.commit and self.commit > before:
+            self._catch_up_elapsed = self.options.heartbeat_interval_ticks
+            self._request_catch_up(m.src, m.commit)
+
+    # ------------------------------------------------------------------ leader duties
+
+    def _tick_leader(self) -> None:
+        lead = self._lead
+        assert lead is not None
+        self._heartbeat_elapsed += 1
+        self._check_quorum_elapsed += 1
+        self._catch_up_elapsed += 1
+        if self._catch_up_peer is not None and self._catch_up_elapsed >= (
+            self.options.heartbeat_interval_ticks
+        ):
+            self._request_catch_up(self._catch_up_peer, self._catch_up_target)
+        if self._check_quorum_elapsed >= self.options.election_timeout_ticks:
+            self._check_quorum_elapsed = 0
+            if not has_majority(lead.heard_from | {self.id}, self.members):
+                logger.debug("node %d steps down: no majority heard in %s", self.id, lead.ballot)
+                self._become_follower()
+                return
+            lead.heard_from = set()
+        if self._heartbeat_elapsed >= self.options.heartbeat_interval_ticks:
+            self._heartbeat_elapsed = 0
+            self._send_accepts_all(lead)
+            self._broadcast_heartbeat()
+
+    def _broadcast_heartbeat(self) -> None:
+        lead = self._lead
+        assert lead is not None
+        for peer in self.peers:
+            self._send(Heartbeat(self.id, peer, lead.ballot, self.commit, lead.read_seq))
+
+    def on_heartbeat(self, m: Heartbeat) -> None:
+        self._see_ballot(m.ballot)
+        if m.ballot < self.promised:
+            self._send(HeartbeatReply(self.id, m.src, m.ballot, False, self.promised, m.read_seq))
+            return
+        self._heard_from_leader(m.src)
+        self._send(HeartbeatReply(self.id, m.src, m.ballot, True, self.promised, m.read_seq))
+        self._learn_commit(m.src, m.ballot, m.commit)
+
+    def on_heartbeat_reply(self, m: HeartbeatReply) -> None:
+        self._see_ballot(m.promised)
+        lead = self._lead
+        if lead is None or m.ballot != lead.ballot:
+            return
+        if not m.ok:
+            if m.promised > lead.ballot:
+                self._become_follower()
+            return
+        if self.role is not Role.LEADER:
+            return
+        lead.heard_from.add(m.src)
+        for rnd in lead.read_rounds:
+            if rnd.seq <= m.read_seq:
+                rnd.acks.add(m.src)
+        self._answer_reads()
+
+    # ------------------------------------------------------------------ ReadIndex
+
+    def on_read_index_request(self, m: ReadIndexRequest) -> None:
+        if self.role is not Role.LEADER:
+            return  # the requester retries once it knows the leader
+        assert self._lead is not None
+        self._lead.reads_waiting.extend((r, m.src) for r in m.request_ids)
+        self._start_read_round()
+
+    def on_read_index_reply(self, m: ReadIndexReply) -> None:
+        for request_id in m.request_ids:
+            if request_id in self._local_reads:
+                self._local_reads.discard(request_id)
+                self._out_reads.append(ReadState(request_id, m.slot))
+
+    def _start_read_round(self) -> None:
+        """Confirm leadership with one heartbeat round for every read waiting now.
+
+        A read is linearizable at our ``commit`` once a majority answered a heartbeat sent
+        after the read arrived: no other leader can have chosen anything meanwhile, since its
+        phase 1 majority would have met ours and refused us. Before our own phase-1 slots are
+        chosen our ``commit`` may miss older choices, so reads wait for that too.
+
+        Reads arriving while a round is in flight wait for it to end and then share the next
+        one, so concurrent reads cost one round between them."""
+        lead = self._lead
+        if self.role is not Role.LEADER or lead is None or not lead.reads_waiting:
+            return
+        if self.commit < lead.phase1_end or lead.read_rounds:
+            return
+        lead.read_seq += 1
+        lead.read_rounds.append(
+            _ReadRound(lead.read_seq, self.commit, lead.reads_waiting, {self.id})
+        )
+        lead.reads_waiting = []
+        for peer in self.peers:
+            self._send(Heartbeat(self.id, peer, lead.ballot, self.commit, lead.read_seq))
+        self._answer_reads()
+
+    def _answer_reads(self) -> None:
+        lead = self._lead
+        if self.role is not Role.LEADER or lead is None:
+            return
+        while lead.read_rounds and has_majority(lead.read_rounds[0].acks, self.members):
+            rnd = lead.read_rounds.pop(0)
+            remote: dict[int, list[bytes]] = {}
+            for request_id, origin in rnd.reads:
+                if origin == self.id:
+                    if request_id in self._local_reads:
+                        self._local_reads.discard(request_id)
+                        self._out_reads.append(ReadState(request_id, rnd.slot))
+                else:
+                    remote.setdefault(origin, []).append(request_id)
+            for origin, request_ids in sorted(remote.items()):
+                self._send(ReadIndexReply(self.id, origin, tuple(request_ids), rnd.slot))
+        self._start_read_round()
+
+    # ------------------------------------------------------------------ durable state
+
+    def _set_promised(self, ballot: Ballot) -> None:
+        assert ballot >= self.promised, (ballot, self.promised)
+        self._see_ballot(ballot)
+        self.promised = ballot
+        self._out_promised = True
+        self._out_sync = True
+
+    def _store(self, entry: LogEntry, sync: bool) -> None:
+        assert entry.slot > self.truncated, (entry.slot, self.truncated)
+        self.log[entry.slot] = entry
+        self._out_entries[entry.slot] = entry
+        self._out_sync = self._out_sync or sync
+
+    def _truncate(self, upto_slot: int) -> None:
+        for slot in [s for s in self.log if s <= upto_slot]:
+            del self.log[slot]
+            self._out_entries.pop(slot, None)
+        self.truncated = upto_slot
+        self._out_truncated = True
+
+    def _send(self, m: Message) -> None:
+        self._out_messages.append(m)

@@ -1,0 +1,34 @@
+"""Tunables of the core, in ticks, slots and bytes (``config.py`` converts seconds to ticks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    node_id: int
+    members: frozenset[int]
+    election_timeout_ticks: int = 10
+    """A follower that hears no leader for this many ticks (plus up to as many again of
+    jitter) starts an election; a leader that hears no majority for as long steps down."""
+    heartbeat_interval_ticks: int = 2
+    pipeline_window_slots: int = 64
+    """Slots a leader keeps in phase 2 at once."""
+    batch_bytes_max: int = 1 << 20
+    """Proposals are packed into one slot up to this many bytes (one proposal always fits)."""
+    catchup_slots_max: int = 256
+    """Chosen slots per catch-up reply."""
+    pending_proposals_max: int = 100_000
+    """Proposals a node holds while it knows no leader; older ones are dropped first (clients
+    retry those whose fate they do not learn)."""
+
+    def __post_init__(self) -> None:
+        assert self.node_id in self.members, (self.node_id, sorted(self.members))
+        assert self.election_timeout_ticks > self.heartbeat_interval_ticks >= 1, (
+            self.election_timeout_ticks,
+            self.heartbeat_interval_ticks,
+        )
+        assert self.pipeline_window_slots >= 1, self.pipeline_window_slots
+        assert self.batch_bytes_max >= 1, self.batch_bytes_max
+        assert self.catchup_slots_max >= 1, self.catchup_slots_max

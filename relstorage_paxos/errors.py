@@ -1,0 +1,88 @@
+"""Every expected failure of relstorage_paxos, as specific exception classes.
+
+Rooted in ZODB's exceptions so that ``transaction`` knows which ones a retry can cure:
+``TransientError`` subclasses are retried by ``transaction.manager.attempts()``; plain
+``StorageError`` subclasses are not (CONVENTIONS.md rule 5).
+"""
+
+from __future__ import annotations
+
+from transaction.interfaces import TransientError
+from ZODB.POSException import StorageError
+
+
+class PaxosError(StorageError):
+    """Base of every relstorage_paxos error."""
+
+
+class PaxosTransientError(PaxosError, TransientError):
+    """A failure that retrying the whole transaction can cure (no quorum for now, leader
+    change, timeout with a known outcome)."""
+
+
+class PeerMessageError(PaxosError):
+    """A message from a peer that this node drops without showing it to its core. Paxos
+    tolerates lost messages, so the transport logs it and carries on; it never reaches an
+    application."""
+
+
+class MalformedMessageError(PeerMessageError):
+    """Bytes that are no well-formed peer message: unparseable, no body, a field missing or
+    out of range."""
+
+
+class WrongClusterError(PeerMessageError):
+    """A well-formed message addressed to another cluster (a misconfigured peer list, or an
+    address reused by another cluster's node)."""
+
+
+class UnknownNodeError(PeerMessageError):
+    """A well-formed message from a node id that is not a member of this cluster."""
+
+
+class ProtocolVersionError(PeerMessageError):
+    """A message in a peer protocol version this node does not speak (a rolling upgrade
+    went too far, or a node too old joined)."""
+
+
+class LogStoreError(PaxosError):
+    """The acceptor's durable log could not be read or written: the file is missing, corrupt,
+    locked, or belongs to another cluster or node, or a write or fsync failed.
+
+    Not transient: the node must stop, because an acceptor that forgets a promise breaks
+    Paxos, and a failed fsync cannot be retried safely (the kernel may drop the dirty pages).
+    """
+
+
+class ReplicaError(PaxosError):
+    """A replica file cannot be used as asked (``relstorage_paxos.replica``).
+
+    Not transient: the file, the configuration or the snapshot must change first.
+    """
+
+
+class HistoryModeMismatch(ReplicaError):
+    """The replica was created history-free and is opened history-preserving, or the reverse.
+
+    The mode is fixed when a replica is created; converting needs zodbconvert, as for stock
+    RelStorage.
+    """
+
+
+class ReplicaFormatError(ReplicaError):
+    """The file is not a relstorage_paxos replica, or one of a format version this code does
+    not know."""
+
+
+class StaleSnapshot(ReplicaError):
+    """A snapshot would move the replica back to an earlier slot than it has applied."""
+
+
+class MalformedRecord(PaxosError):
+    """A log record (or a recorded outcome) that is not well formed: undecodable bytes, an
+    unknown record version, or field values outside their domain (empty ids, OIDs above
+    2**63 - 1, a blob for an object the commit does not write).
+
+    The applier turns it into a ``Rejected`` outcome, the same on every replica; a proposer
+    that builds such a record gets it before proposing anything.
+    """

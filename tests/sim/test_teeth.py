@@ -1,0 +1,73 @@
+"""The checkers have teeth: deliberately broken nodes must be caught within a seed budget.
+
+Each variant breaks one rule the safety argument rests on. If the simulator stopped finding
+one of them, its faults or checkers would have gone soft.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from relstorage_paxos.core import Ballot, Node, Persist, PersistentState, Role
+from relstorage_paxos.core.node import _Leadership
+from relstorage_paxos.log.store import MemoryLogStore
+from tests.sim.checkers import SimulationFailure
+from tests.sim.cluster import SimConfig, SimNode, Simulation
+
+SEED_BUDGET = 300
+
+
+class ForgetsPromiseOnRestart(SimNode):
+    """An acceptor whose promise is not part of what it reloads."""
+
+    def durable_state(self) -> PersistentState:
+        state = dataclasses.replace(super().durable_state(), promised=Ballot(0, 0))
+        self.disk = MemoryLogStore(state)
+        return state
+
+
+class RepliesBeforePersisting(SimNode):
+    """An acceptor that answers at once and fsyncs only now and then."""
+
+    def persist(self, persist: Persist) -> None:
+        if self.sim.rng.random() < 0.95:
+            persist = dataclasses.replace(persist, must_sync=False)
+        self.disk.persist(persist)
+
+
+class _SkipsPhase1(Node):
+    def _start_phase1(self) -> None:
+        ballot = Ballot(max(self._max_round_seen, self.promised.round) + 1, self.id)
+        self._set_promised(ballot)
+        lead = _Leadership(ballot=ballot, from_slot=self.commit + 1)
+        lead.next_slot = max([self.commit, *self.log]) + 1
+        lead.phase1_end = self.commit
+        lead.heard_from = set(self.members)
+        self._lead = lead
+        self.role = Role.LEADER
+        self.leader = self.id
+
+
+class LeaderSkipsPhase1(SimNode):
+    node_class = _SkipsPhase1
+
+
+@pytest.mark.parametrize(
+    ("variant", "nodes"),
+    [
+        (ForgetsPromiseOnRestart, 3),
+        (RepliesBeforePersisting, 3),
+        (LeaderSkipsPhase1, 3),
+        (LeaderSkipsPhase1, 5),
+    ],
+)
+def test_broken_variant_is_caught(variant: type[SimNode], nodes: int) -> None:
+    for seed in range(SEED_BUDGET):
+        try:
+            Simulation(SimConfig(seed=seed, nodes=nodes), node_factory=variant).run()
+        except SimulationFailure as failure:
+            print(f"{variant.__name__} ({nodes} nodes) caught at seed {seed}: {failure}")
+            return
+    pytest.fail(f"{variant.__name__} survived {SEED_BUDGET} seeds")
