@@ -14,10 +14,6 @@ class Ballot:
     round: int
     node_id: int
 
-    def next_for(self, node_id: int) -> Ballot:
-        """The smallest ballot owned by ``node_id`` that is greater than this one."""
-        return Ballot(self.round + 1, node_id)
-
     def __str__(self) -> str:
         return f"{self.round}.{self.node_id}"
 

@@ -238,12 +238,12 @@ class Node:
         assert not self._ready_pending, "restore_snapshot() between ready() and advance()"
         if slot <= self.applied:
             return
+        if self._lead is not None:
+            # Our own proposals up to ``slot`` may have lost to a higher ballot, and the
+            # snapshot cannot tell: stop leading rather than vouch for them in our commit.
+            self._become_follower()
         self.applied = slot
         self.commit = max(self.commit, slot)
-        if self._lead is not None:
-            for s in [s for s in self._lead.acks if s <= slot]:
-                del self._lead.acks[s]
-            self._lead.next_slot = max(self._lead.next_slot, slot + 1)
         self._truncate(slot)
         self._advance_commit()
 
@@ -629,6 +629,17 @@ class Node:
         if existing is not None and existing.chosen:
             assert existing.value == value, (slot, existing.value, value)
             return
+        lead = self._lead
+        if (
+            lead is not None
+            and existing is not None
+            and existing.ballot == lead.ballot
+            and existing.value != value
+        ):
+            # Another value was chosen where we proposed in our ballot: a higher ballot has
+            # taken over. Leading on would let followers holding our value in this slot
+            # learn it chosen from our commit (the third fact in the module docstring).
+            self._become_follower()
         self._store(LogEntry(slot, ballot, value, True), sync=False)
         if self._lead is not None:
             self._lead.acks.pop(slot, None)

@@ -1,0 +1,533 @@
+"""The replica: chosen log slots applied, in order, to ``replica.sqlite3`` (DESIGN.md §2, §3).
+
+Owns: the applier's apsw connection to the replica file, the apply of each record kind, the
+running hash, WAL checkpoints, snapshots. Apply is a pure function of (replica state, slot,
+proposals): no clock, no randomness, no iteration order that SQLite does not fix. Each
+``apply_slot`` is one SQLite transaction that also advances ``applied_slot``, so after any
+crash the replica is exactly at some slot boundary and the runtime replays the log from
+``applied_slot + 1``.
+
+Readers (app processes running stock RelStorage SQL) use their own connections; WAL mode
+lets them read while the applier writes, and the applier never waits for them (see
+``_checkpoint_if_due`` for what that costs in WAL size).
+
+Must not import: any clock or global randomness (tests/test_tidy.py), generated protobuf
+(``codec.py`` is the translation point).
+Called by: one thread, the runtime's applier; a ``Replica`` is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Final, assert_never
+
+import apsw
+
+from relstorage_paxos.errors import MalformedRecord, ReplicaError, StaleSnapshot
+from relstorage_paxos.replica import schema
+from relstorage_paxos.replica.codec import decode_outcome, decode_record, encode_outcome
+from relstorage_paxos.replica.dump import LogicalDump, logical_dump
+from relstorage_paxos.replica.locks import LockTable
+from relstorage_paxos.replica.outcomes import (
+    Allocated,
+    Committed,
+    Conflict,
+    Duplicate,
+    Expired,
+    Granted,
+    NoopApplied,
+    Outcome,
+    Queued,
+    RecordedOutcome,
+    Rejected,
+    Released,
+)
+from relstorage_paxos.replica.records import (
+    MAX_OID,
+    AllocateOids,
+    CommitTxn,
+    ExpireLeases,
+    LockObjects,
+    Noop,
+    ReleaseTxn,
+)
+from relstorage_paxos.replica.tids import next_tid
+from relstorage_paxos.replica.writer import ObjectWriter
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE_BYTES: Final = 4096
+"""RelStorage's default for SQLite; a snapshot installs only into a file of the same size."""
+
+WAL_FRAME_BYTES: Final = PAGE_SIZE_BYTES + 24
+"""One page in the WAL plus its frame header (sqlite.org/fileformat.html §4.1)."""
+
+Proposal = tuple[bytes, bytes]
+"""(request_id, payload): one proposal of a slot's batch; payload is an encoded Record."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaOptions:
+    wal_size_limit_bytes: int = 8 * 1024 * 1024
+    """The WAL is checkpointed once it holds this much, and cut back to it when restarted
+    (``journal_size_limit``); see ``Replica._checkpoint_if_due`` for the bound it gives."""
+    busy_timeout_ms: int = 10_000
+    """How long the applier waits for a write lock someone else holds: only a misbehaving
+    writer, since the applier is the replica's only writer."""
+
+    @property
+    def checkpoint_frames(self) -> int:
+        return max(1, self.wal_size_limit_bytes // WAL_FRAME_BYTES)
+
+
+@dataclass(slots=True)
+class _SlotState:
+    """The ``paxos_meta`` fields a slot's records change, before the slot commits."""
+
+    last_tid: int
+    next_oid: int
+
+
+def _connect(path: str, options: ReplicaOptions) -> apsw.Connection:
+    db = apsw.Connection(path)
+    db.set_busy_timeout(options.busy_timeout_ms)
+    # Effective only while the file is empty; RelStorage's driver applies it first too.
+    db.execute(f"PRAGMA page_size = {PAGE_SIZE_BYTES}").fetchall()
+    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchall()
+    assert mode == ("wal",), (path, mode)
+    # NORMAL is safe against a crash of the process and may lose the last commits on power
+    # loss or an OS crash. That is enough here: the durable truth is the Paxos log, fsynced
+    # by a quorum before a slot is chosen, and applied_slot is written in the same SQLite
+    # transaction as the rows, so a replica that lost its tail is at an earlier slot boundary
+    # and replays from there. FULL would add an fsync per slot for nothing.
+    db.execute("PRAGMA synchronous = NORMAL").fetchall()
+    # As RelStorage's connections do: the HP tables reference "transaction", and lock OIDs
+    # cascade with their request.
+    db.execute("PRAGMA foreign_keys = ON").fetchall()
+    db.execute(f"PRAGMA journal_size_limit = {options.wal_size_limit_bytes}").fetchall()
+    return db
+
+
+class Replica:
+    """One node's replica. Create or open it with ``Replica.open``."""
+
+    def __init__(
+        self, db: apsw.Connection, path: str, meta: schema.Meta, options: ReplicaOptions
+    ) -> None:
+        self._db = db
+        self._path = path
+        self._meta = meta
+        self._options = options
+        self._closed = False
+        self._locks = LockTable(db)
+        self._writer = ObjectWriter(db, meta.keep_history)
+        self._wal_frames = 0
+        self._warn_pinned_frames = 2 * options.checkpoint_frames
+        # Replaces SQLite's auto-checkpoint: the applier checkpoints itself, before writing.
+        db.set_wal_hook(self._on_wal_commit)
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        keep_history: bool | None = None,
+        options: ReplicaOptions | None = None,
+    ) -> Replica:
+        """Open the replica at ``path``, creating it if the file is missing or empty.
+
+        ``keep_history`` chooses the mode of a new replica and must then be given; for an
+        existing one it may be None (take the replica's mode) or must match it, else
+        ``HistoryModeMismatch``. ``ReplicaFormatError`` if the file is something else.
+        """
+        options = options or ReplicaOptions()
+        target = os.fspath(path)
+        db = _connect(target, options)
+        try:
+            meta = cls._load_or_create(db, target, keep_history)
+            replica = cls(db, target, meta, options)
+        except BaseException:
+            db.close()
+            raise
+        logger.info(
+            "replica %s opened, %s, at slot %d (last tid %d)",
+            target,
+            schema.mode_name(meta.keep_history),
+            meta.applied_slot,
+            meta.last_tid,
+        )
+        return replica
+
+    @staticmethod
+    def _load_or_create(db: apsw.Connection, path: str, keep_history: bool | None) -> schema.Meta:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if schema.table_names(db):
+                meta = schema.read_meta(db, path)
+                schema.check_mode(meta, keep_history, path)
+            elif keep_history is None:
+                raise ReplicaError(f"{path} holds no replica yet; creating one needs keep_history")
+            else:
+                meta = schema.install(db, keep_history)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return meta
+
+    @classmethod
+    def install_snapshot(
+        cls,
+        snapshot_path: str | os.PathLike[str],
+        path: str | os.PathLike[str],
+        keep_history: bool | None = None,
+        options: ReplicaOptions | None = None,
+    ) -> Replica:
+        """Replace the replica at ``path`` (closed, or missing) with the snapshot's content,
+        using SQLite's backup API, and open it; the snapshot's applied slot comes with it.
+
+        Readers of ``path`` may stay open: they see the new content at their next read
+        transaction. ``StaleSnapshot`` if the snapshot is behind the replica it replaces,
+        ``HistoryModeMismatch`` if its mode is not the replica's or ``keep_history``.
+        """
+        options = options or ReplicaOptions()
+        source_path = os.fspath(snapshot_path)
+        target = os.fspath(path)
+        source = apsw.Connection(source_path, flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            snapshot_meta = schema.read_meta(source, source_path)
+            schema.check_mode(snapshot_meta, keep_history, source_path)
+            dest = _connect(target, options)
+            try:
+                if schema.table_names(dest):
+                    current = schema.read_meta(dest, target)
+                    schema.check_mode(current, snapshot_meta.keep_history, target)
+                    if snapshot_meta.applied_slot < current.applied_slot:
+                        raise StaleSnapshot(
+                            f"snapshot {source_path} is at slot {snapshot_meta.applied_slot},"
+                            f" behind {target} at slot {current.applied_slot}"
+                        )
+                with dest.backup("main", source, "main") as backup:
+                    backup.step(-1)
+                    assert backup.done, source_path
+            finally:
+                dest.close()
+        finally:
+            source.close()
+        logger.info(
+            "replica %s installed from snapshot %s at slot %d",
+            target,
+            source_path,
+            snapshot_meta.applied_slot,
+        )
+        return cls.open(target, keep_history, options)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def keep_history(self) -> bool:
+        return self._meta.keep_history
+
+    @property
+    def applied_slot(self) -> int:
+        """The last slot applied; 0 for a new replica (slots start at 1)."""
+        return self._meta.applied_slot
+
+    @property
+    def last_tid(self) -> int:
+        """The tid of the last commit applied; 0 before the first. Kept in ``paxos_meta``
+        rather than read as ``max(tid)``, which HF empty commits and packs do not move up."""
+        return self._meta.last_tid
+
+    @property
+    def running_hash(self) -> bytes:
+        """sha256 chain over every slot applied: ``h_slot = sha256(h_(slot-1) || slot as 8
+        bytes big-endian || for each proposal: len(request_id) as 4 bytes, request_id,
+        len(payload) as 8 bytes, payload)``, from 32 zero bytes. Equal slots and different
+        hashes mean diverged inputs (DESIGN.md §6)."""
+        return self._meta.running_hash
+
+    @property
+    def next_oid(self) -> int:
+        """The first OID no node has been given yet."""
+        return self._meta.next_oid
+
+    def outcome(self, request_id: bytes) -> RecordedOutcome | None:
+        """The recorded outcome of ``request_id``, as it stands now; None if never applied."""
+        row = self._db.execute(
+            "SELECT outcome FROM paxos_outcome WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        (data,) = row
+        assert isinstance(data, bytes), data
+        return decode_outcome(data)
+
+    def logical_dump(self) -> LogicalDump:
+        return logical_dump(self._db)
+
+    # -- applying -------------------------------------------------------------------------
+
+    def apply_slot(self, slot: int, proposals: Iterable[Proposal]) -> list[Outcome]:
+        """Apply the chosen value of ``slot`` (an empty batch is a no-op slot); return one
+        outcome per proposal, in order. ``slot`` must be ``applied_slot + 1``.
+
+        One SQLite transaction: the rows, the outcomes, the new applied slot and running hash
+        commit together or not at all (an exception leaves the replica at the previous slot).
+        """
+        assert not self._closed, self._path
+        assert slot == self._meta.applied_slot + 1, (slot, self._meta.applied_slot)
+        self._checkpoint_if_due()
+        hasher = hashlib.sha256(self._meta.running_hash)
+        hasher.update(slot.to_bytes(8, "big"))
+        state = _SlotState(last_tid=self._meta.last_tid, next_oid=self._meta.next_oid)
+        outcomes: list[Outcome] = []
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for request_id, payload in proposals:
+                hasher.update(len(request_id).to_bytes(4, "big"))
+                hasher.update(request_id)
+                hasher.update(len(payload).to_bytes(8, "big"))
+                hasher.update(payload)
+                outcomes.append(self._apply_proposal(slot, request_id, payload, state))
+            meta = replace(
+                self._meta,
+                applied_slot=slot,
+                last_tid=state.last_tid,
+                running_hash=hasher.digest(),
+                next_oid=state.next_oid,
+            )
+            schema.write_meta(self._db, meta)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if not self._db.get_autocommit():
+                self._db.execute("ROLLBACK")
+            raise
+        self._meta = meta
+        return outcomes
+
+    def _apply_proposal(
+        self, slot: int, request_id: bytes, payload: bytes, state: _SlotState
+    ) -> Outcome:
+        if not request_id:
+            # Nothing to record it under; the Sequencer refuses these before proposing.
+            return Rejected("empty request id")
+        recorded = self.outcome(request_id)
+        if recorded is not None:
+            return Duplicate(recorded)
+        outcome = self._apply_payload(slot, request_id, payload, state)
+        self._db.execute(
+            "INSERT INTO paxos_outcome (request_id, slot, outcome) VALUES (?, ?, ?)",
+            (request_id, slot, encode_outcome(outcome)),
+        )
+        return outcome
+
+    def _apply_payload(
+        self, slot: int, request_id: bytes, payload: bytes, state: _SlotState
+    ) -> RecordedOutcome:
+        try:
+            record = decode_record(payload)
+        except MalformedRecord as exc:
+            return Rejected(str(exc))
+        if record.request_id != request_id:
+            return Rejected(
+                f"record names request {record.request_id.hex()}, proposed as {request_id.hex()}"
+            )
+        body = record.body
+        match body:
+            case LockObjects():
+                return self._lock_objects(request_id, body)
+            case CommitTxn():
+                return self._commit_txn(slot, body, state)
+            case ReleaseTxn():
+                return Released(self._release(slot, body.txn_id, "released"))
+            case ExpireLeases():
+                return self._expire_leases(slot, body)
+            case AllocateOids():
+                return self._allocate_oids(slot, body, state)
+            case Noop():
+                return NoopApplied()
+            case _:
+                assert_never(body)
+
+    def _lock_objects(self, request_id: bytes, lock: LockObjects) -> RecordedOutcome:
+        if self._locks.has_request(lock.txn_id):
+            # A second request while holding or waiting would be hold-and-wait.
+            return Rejected(f"txn {lock.txn_id.hex()} already holds or awaits locks")
+        exclusive_by_oid = dict.fromkeys(lock.read_current_oids, False)
+        exclusive_by_oid.update(dict.fromkeys(lock.write_oids, True))
+        granted = self._locks.request(
+            lock.txn_id, request_id, lock.node_id, lock.lease_until_us, exclusive_by_oid
+        )
+        return Granted() if granted else Queued()
+
+    def _commit_txn(self, slot: int, commit: CommitTxn, state: _SlotState) -> RecordedOutcome:
+        held = self._locks.granted_oids(commit.txn_id) or {}
+        unlocked = sorted(w.oid for w in commit.writes if not held.get(w.oid, False))
+        if unlocked:
+            return Conflict(
+                f"txn {commit.txn_id.hex()} holds no exclusive lock on oids {unlocked[:20]}"
+            )
+        stale = self._writer.stage(commit)
+        if stale:
+            self._writer.clear()
+            return Conflict("prev_tid is not the current tid", tuple(stale))
+        tid = next_tid(state.last_tid, commit.timestamp_us)
+        assert state.last_tid < tid <= MAX_OID, (state.last_tid, tid)
+        self._writer.write(commit, tid)
+        self._writer.clear()
+        state.last_tid = tid
+        return Committed(tid, self._release(slot, commit.txn_id, "committed"))
+
+    def _release(self, slot: int, txn_id: bytes, why: str) -> tuple[bytes, ...]:
+        """Drop the txn's lock request; grant what that unblocks; return the granted ids."""
+        dropped = self._locks.drop(txn_id)
+        if dropped is None:
+            return ()
+        if not dropped.was_granted:
+            self._rewrite_outcome(dropped.request_id, slot, Rejected(f"txn {why} while waiting"))
+        return self._grant_waiting(slot)
+
+    def _expire_leases(self, slot: int, expire: ExpireLeases) -> RecordedOutcome:
+        dropped = self._locks.drop_expired(expire.now_us)
+        for request in dropped:
+            if not request.was_granted:
+                self._rewrite_outcome(
+                    request.request_id, slot, Rejected("lease expired while waiting")
+                )
+        granted = self._grant_waiting(slot) if dropped else ()
+        return Expired(len(dropped), granted)
+
+    def _grant_waiting(self, slot: int) -> tuple[bytes, ...]:
+        granted = tuple(self._locks.grant_waiting())
+        for request_id in granted:
+            self._rewrite_outcome(request_id, slot, Granted())
+        return granted
+
+    def _rewrite_outcome(self, request_id: bytes, slot: int, outcome: RecordedOutcome) -> None:
+        self._db.execute(
+            "UPDATE paxos_outcome SET slot = ?, outcome = ? WHERE request_id = ?",
+            (slot, encode_outcome(outcome), request_id),
+        )
+        assert self._db.changes() == 1, request_id
+
+    def _allocate_oids(
+        self, slot: int, allocate: AllocateOids, state: _SlotState
+    ) -> RecordedOutcome:
+        start = max(state.next_oid, allocate.min_oid + 1)
+        end = start + allocate.count
+        if end > MAX_OID:  # next_oid must stay storable, so MAX_OID itself is never given
+            return Rejected(f"no {allocate.count} OIDs left above {start - 1}")
+        state.next_oid = end
+        self._db.execute(
+            "INSERT INTO paxos_oid_block (node_id, start_oid, count, slot) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (node_id) DO UPDATE SET start_oid = excluded.start_oid,"
+            " count = excluded.count, slot = excluded.slot",
+            (allocate.node_id, start, allocate.count, slot),
+        )
+        return Allocated(start, allocate.count)
+
+    # -- WAL ------------------------------------------------------------------------------
+
+    def _on_wal_commit(self, db: apsw.Connection, name: str, frames: int) -> int:
+        self._wal_frames = frames
+        return apsw.SQLITE_OK
+
+    def _checkpoint_if_due(self) -> None:
+        """Checkpoint (PASSIVE: it never waits for readers) once the WAL holds
+        ``checkpoint_frames``, just before the slot's write transaction, so that write can
+        restart the WAL from its beginning and the commit cut the file back to
+        ``wal_size_limit_bytes``.
+
+        The bound this gives, and its limit: SQLite can copy into the database only frames
+        that no open read transaction may still need, and can restart the WAL only at a moment
+        when no reader is reading from it. So:
+        - with no reader open while slots are applied, the WAL stays below
+          ``wal_size_limit_bytes`` plus one slot's pages;
+        - a read transaction pins every frame committed after it began, so while it lasts
+          the WAL grows with the data applied; the first slot applied after it ends (with no
+          other reader open) cuts the WAL back to ``wal_size_limit_bytes``;
+        - hence with readers that pause between read transactions the bound is the limit
+          plus what is written during one read transaction, but readers that overlap so
+          that one is always open grow the WAL until the first moment none is.
+        No checkpoint mode does better: the others make the applier wait for readers, which
+        DESIGN.md rules out. RelStorage's load connections end their read transaction at
+        every ZODB transaction boundary, so a long ZODB transaction is what holds a WAL.
+        """
+        if self._wal_frames < self._options.checkpoint_frames:
+            return
+        log_frames, checkpointed_frames = self._db.wal_checkpoint(
+            "main", apsw.SQLITE_CHECKPOINT_PASSIVE
+        )
+        if checkpointed_frames == log_frames:
+            self._warn_pinned_frames = 2 * self._options.checkpoint_frames
+        elif log_frames >= self._warn_pinned_frames:
+            self._warn_pinned_frames = 2 * log_frames
+            logger.warning(
+                "replica %s at slot %d: WAL holds %d frames, %d not checkpointable;"
+                " a reader has kept a read transaction open since then",
+                self._path,
+                self._meta.applied_slot,
+                log_frames,
+                log_frames - checkpointed_frames,
+            )
+
+    # -- snapshots and closing ------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make every slot applied so far survive a power cut, not only a process crash.
+
+        The runtime calls it before truncating the Paxos log past ``applied_slot``: from then
+        on the replica is the only copy of those slots. With ``synchronous=NORMAL`` a WAL
+        checkpoint fsyncs the WAL first (sqlite.org/pragma.html#pragma_synchronous), and
+        PASSIVE never waits for readers.
+        """
+        assert not self._closed, self._path
+        self._db.wal_checkpoint("main", apsw.SQLITE_CHECKPOINT_PASSIVE)
+
+    def snapshot_to(self, path: str | os.PathLike[str]) -> int:
+        """Copy the replica into a new file at ``path`` with SQLite's backup API and return
+        the slot it holds. The copy is a plain (rollback-journal) SQLite file, complete by
+        itself; ``Replica.open`` or ``Replica.install_snapshot`` take it as it is."""
+        assert not self._closed, self._path
+        target = os.fspath(path)
+        if os.path.exists(target):
+            raise FileExistsError(target)
+        dest = apsw.Connection(target)
+        try:
+            with dest.backup("main", self._db, "main") as backup:
+                backup.step(-1)
+                assert backup.done, target
+            dest.execute("PRAGMA journal_mode = DELETE").fetchall()
+        finally:
+            dest.close()
+        logger.info(
+            "replica %s: snapshot %s at slot %d", self._path, target, self._meta.applied_slot
+        )
+        return self._meta.applied_slot
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

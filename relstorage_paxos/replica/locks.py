@@ -1,0 +1,152 @@
+"""Replicated object locks: exclusive for written OIDs, shared for readCurrent OIDs.
+
+Owns: the ``paxos_lock_request`` and ``paxos_lock_oid`` tables and their rules.
+- A request is all or nothing: granted with every OID it names, or waiting with none.
+- Waiting is FIFO: a request is granted only if no granted request, and no request that came
+  before it, holds or wants one of its OIDs in a conflicting mode (shared/shared is the only
+  compatible pair). So a stream of readers cannot starve a writer, and requests that touch
+  nothing in common pass each other.
+- No hold-and-wait: a txn has at most one request, and a granted request never waits for more.
+  The oldest waiting request waits only for granted ones, which commits, releases and lease
+  expiries end, so there is no deadlock (Coffman's conditions need hold-and-wait).
+
+Every query orders its rows, so the grant order is a function of the table contents alone.
+
+Must not import: generated protobuf, anything with a clock.
+Called by: the applier thread, inside the slot's SQLite transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import apsw
+
+_BLOCKED: Final = """
+    SELECT EXISTS (
+        SELECT 1
+        FROM paxos_lock_oid AS mine
+        JOIN paxos_lock_oid AS other
+            ON other.zoid = mine.zoid AND other.txn_id <> mine.txn_id
+        JOIN paxos_lock_request AS ahead ON ahead.txn_id = other.txn_id
+        WHERE mine.txn_id = :txn_id
+            AND (mine.exclusive OR other.exclusive)
+            AND (ahead.granted OR ahead.queue_seq < :queue_seq)
+    )
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A request removed from the table, with whether it held its locks."""
+
+    txn_id: bytes
+    request_id: bytes
+    was_granted: bool
+
+
+class LockTable:
+    def __init__(self, db: apsw.Connection) -> None:
+        self._db = db
+
+    def has_request(self, txn_id: bytes) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM paxos_lock_request WHERE txn_id = ?", (txn_id,)
+        ).fetchone()
+        return row is not None
+
+    def request(
+        self,
+        txn_id: bytes,
+        request_id: bytes,
+        node_id: int,
+        lease_until_us: int,
+        exclusive_by_oid: Mapping[int, bool],
+    ) -> bool:
+        """Add a request at the tail of the queue and grant it if nothing is in its way;
+        return whether it was granted. The txn must have no request yet."""
+        assert not self.has_request(txn_id), txn_id
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM paxos_lock_request"
+        ).fetchone()
+        assert row is not None
+        (queue_seq,) = row
+        assert isinstance(queue_seq, int), queue_seq
+        self._db.execute(
+            "INSERT INTO paxos_lock_request"
+            " (txn_id, request_id, node_id, lease_until_us, queue_seq, granted)"
+            " VALUES (?, ?, ?, ?, ?, 0)",
+            (txn_id, request_id, node_id, lease_until_us, queue_seq),
+        )
+        self._db.executemany(
+            "INSERT INTO paxos_lock_oid (txn_id, zoid, exclusive) VALUES (?, ?, ?)",
+            [(txn_id, oid, int(exclusive_by_oid[oid])) for oid in sorted(exclusive_by_oid)],
+        )
+        return self._grant_if_free(txn_id, queue_seq)
+
+    def granted_oids(self, txn_id: bytes) -> dict[int, bool] | None:
+        """``{oid: exclusive}`` held by the txn, or None if it holds no granted request."""
+        row = self._db.execute(
+            "SELECT granted FROM paxos_lock_request WHERE txn_id = ?", (txn_id,)
+        ).fetchone()
+        if row is None or not row[0]:
+            return None
+        held: dict[int, bool] = {}
+        for oid, exclusive in self._db.execute(
+            "SELECT zoid, exclusive FROM paxos_lock_oid WHERE txn_id = ? ORDER BY zoid",
+            (txn_id,),
+        ):
+            assert isinstance(oid, int), oid
+            held[oid] = bool(exclusive)
+        return held
+
+    def drop(self, txn_id: bytes) -> Dropped | None:
+        """Remove the txn's request, held or waiting; None if it had none."""
+        row = self._db.execute(
+            "SELECT request_id, granted FROM paxos_lock_request WHERE txn_id = ?", (txn_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        request_id, granted = row
+        assert isinstance(request_id, bytes), request_id
+        self._db.execute("DELETE FROM paxos_lock_request WHERE txn_id = ?", (txn_id,))
+        return Dropped(txn_id, request_id, bool(granted))
+
+    def drop_expired(self, now_us: int) -> list[Dropped]:
+        """Remove every request whose lease ended before ``now_us``, in queue order."""
+        expired = []
+        for txn_id, request_id, granted in self._db.execute(
+            "SELECT txn_id, request_id, granted FROM paxos_lock_request"
+            " WHERE lease_until_us < ? ORDER BY queue_seq",
+            (now_us,),
+        ).fetchall():
+            assert isinstance(txn_id, bytes), txn_id
+            assert isinstance(request_id, bytes), request_id
+            expired.append(Dropped(txn_id, request_id, bool(granted)))
+        self._db.execute("DELETE FROM paxos_lock_request WHERE lease_until_us < ?", (now_us,))
+        return expired
+
+    def grant_waiting(self) -> list[bytes]:
+        """Grant, in queue order, every waiting request nothing is in the way of any more;
+        return their request ids. Call after removing requests."""
+        granted = []
+        for txn_id, request_id, queue_seq in self._db.execute(
+            "SELECT txn_id, request_id, queue_seq FROM paxos_lock_request"
+            " WHERE NOT granted ORDER BY queue_seq"
+        ).fetchall():
+            assert isinstance(txn_id, bytes), txn_id
+            assert isinstance(request_id, bytes), request_id
+            assert isinstance(queue_seq, int), queue_seq
+            if self._grant_if_free(txn_id, queue_seq):
+                granted.append(request_id)
+        return granted
+
+    def _grant_if_free(self, txn_id: bytes, queue_seq: int) -> bool:
+        row = self._db.execute(_BLOCKED, {"txn_id": txn_id, "queue_seq": queue_seq}).fetchone()
+        assert row is not None
+        if row[0]:
+            return False
+        self._db.execute("UPDATE paxos_lock_request SET granted = 1 WHERE txn_id = ?", (txn_id,))
+        return True

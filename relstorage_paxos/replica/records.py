@@ -1,0 +1,157 @@
+"""The log records of DESIGN.md §3 as frozen dataclasses, valid by construction.
+
+Owns: what a well-formed record is. Every check that does not depend on the replica's state
+runs in ``__post_init__`` and raises ``MalformedRecord``, so a proposer learns of a bad record
+before proposing it, and the applier (which builds these from payload bytes in
+``codec.decode_record``) turns a bad payload into the same ``Rejected`` outcome on every node.
+Checks that need the replica (is the lock held, is ``prev_tid`` current) belong to the applier.
+
+Must not import: generated protobuf (``codec.py`` is the translation point), apsw.
+Called by: any thread; pure values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from relstorage_paxos.errors import MalformedRecord
+
+MAX_OID: Final = 2**63 - 1
+"""The largest OID or tid SQLite can store: RelStorage's SQLite schema uses signed INTEGER
+columns (its driver says ``supports_64bit_unsigned_id = False``)."""
+
+MAX_TIMESTAMP_US: Final = 64_060_588_800_000_000
+"""4000-01-01T00:00:00Z. Far beyond any real clock, yet its tid stays below ``MAX_OID``
+(ZODB's TimeStamp packs the minute since 1900 into the high 32 bits)."""
+
+MAX_ALLOCATE_OIDS: Final = 1 << 20
+"""The most OIDs one AllocateOids may reserve; a node refills blocks far smaller than this,
+so a larger count is a bug in the proposer, not a need."""
+
+
+def _check_id(name: str, value: bytes) -> None:
+    if not value:
+        raise MalformedRecord(f"{name} is empty")
+
+
+def _check_oids(name: str, oids: tuple[int, ...]) -> None:
+    for oid in oids:
+        if not 0 <= oid <= MAX_OID:
+            raise MalformedRecord(f"{name} holds {oid}, outside 0..{MAX_OID}")
+
+
+@dataclass(frozen=True, slots=True)
+class LockObjects:
+    """tpc_vote: lock ``write_oids`` exclusively and ``read_current_oids`` shared, all or
+    nothing. An OID in both lists is locked exclusively."""
+
+    txn_id: bytes
+    node_id: int
+    write_oids: tuple[int, ...]
+    read_current_oids: tuple[int, ...]
+    lease_until_us: int
+
+    def __post_init__(self) -> None:
+        _check_id("txn_id", self.txn_id)
+        _check_oids("write_oids", self.write_oids)
+        _check_oids("read_current_oids", self.read_current_oids)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectWrite:
+    oid: int
+    prev_tid: int
+    state: bytes
+
+    def __post_init__(self) -> None:
+        _check_oids("oid", (self.oid,))
+        _check_oids("prev_tid", (self.prev_tid,))
+
+
+@dataclass(frozen=True, slots=True)
+class BlobWrite:
+    """A blob's whole content (RelStorage's SQLite schema stores one chunk per blob)."""
+
+    oid: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommitTxn:
+    """tpc_finish: write ``writes`` (and ``blobs``) under a tid chosen at apply."""
+
+    txn_id: bytes
+    timestamp_us: int
+    user: bytes
+    description: bytes
+    extension: bytes
+    writes: tuple[ObjectWrite, ...]
+    blobs: tuple[BlobWrite, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_id("txn_id", self.txn_id)
+        if not 0 <= self.timestamp_us <= MAX_TIMESTAMP_US:
+            raise MalformedRecord(f"timestamp_us {self.timestamp_us} outside 0..{MAX_TIMESTAMP_US}")
+        write_oids = [write.oid for write in self.writes]
+        if len(set(write_oids)) != len(write_oids):
+            raise MalformedRecord("an oid appears twice in writes")
+        blob_oids = [blob.oid for blob in self.blobs]
+        if len(set(blob_oids)) != len(blob_oids):
+            raise MalformedRecord("an oid appears twice in blobs")
+        orphans = set(blob_oids) - set(write_oids)
+        if orphans:
+            raise MalformedRecord(f"blobs for oids not in writes: {sorted(orphans)}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseTxn:
+    """tpc_abort: drop the txn's locks or its waiting lock request."""
+
+    txn_id: bytes
+
+    def __post_init__(self) -> None:
+        _check_id("txn_id", self.txn_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireLeases:
+    """Drop every lock request whose ``lease_until_us`` is below ``now_us`` (its holder is
+    presumed dead); ``now_us`` is the leader's clock, written here once."""
+
+    now_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateOids:
+    """Reserve ``count`` OIDs for ``node_id``, all above ``min_oid`` (RelStorage's
+    ``set_min_oid``, which restores need)."""
+
+    node_id: int
+    count: int
+    min_oid: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= MAX_ALLOCATE_OIDS:
+            raise MalformedRecord(f"count {self.count} outside 1..{MAX_ALLOCATE_OIDS}")
+        _check_oids("min_oid", (self.min_oid,))
+
+
+@dataclass(frozen=True, slots=True)
+class Noop:
+    """A new leader's first record: it changes only the slot and the running hash."""
+
+
+RecordBody = LockObjects | CommitTxn | ReleaseTxn | ExpireLeases | AllocateOids | Noop
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One proposal's payload. ``request_id`` repeats the proposal's own, binding the payload
+    to it (the applier rejects a mismatch)."""
+
+    request_id: bytes
+    body: RecordBody
+
+    def __post_init__(self) -> None:
+        _check_id("request_id", self.request_id)

@@ -1,0 +1,1 @@
+"""Unit and property tests of relstorage_paxos.replica."""

@@ -1,0 +1,115 @@
+"""Builders of proposals and readers of replica state shared by the replica tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import apsw
+
+from relstorage_paxos.replica import (
+    AllocateOids,
+    BlobWrite,
+    CommitTxn,
+    ExpireLeases,
+    LockObjects,
+    Noop,
+    ObjectWrite,
+    Outcome,
+    Proposal,
+    Record,
+    RecordBody,
+    ReleaseTxn,
+    Replica,
+    encode_record,
+)
+
+T0_US = 1_700_000_000_000_000
+"""2023-11-14T22:13:20Z: a realistic commit time."""
+
+LEASE_US = 10**18
+"""A lease no ExpireLeases in these tests reaches unless it means to."""
+
+
+def proposal(request_id: bytes, body: RecordBody) -> Proposal:
+    return (request_id, encode_record(Record(request_id, body)))
+
+
+def apply(replica: Replica, *proposals: Proposal) -> list[Outcome]:
+    """Apply the proposals as the next slot."""
+    return replica.apply_slot(replica.applied_slot + 1, proposals)
+
+
+def lock(
+    request_id: bytes,
+    txn_id: bytes,
+    write: Iterable[int] = (),
+    read: Iterable[int] = (),
+    lease_until_us: int = LEASE_US,
+    node_id: int = 1,
+) -> Proposal:
+    return proposal(
+        request_id, LockObjects(txn_id, node_id, tuple(write), tuple(read), lease_until_us)
+    )
+
+
+def commit(
+    request_id: bytes,
+    txn_id: bytes,
+    writes: Iterable[tuple[int, int, bytes]] = (),
+    timestamp_us: int = T0_US,
+    blobs: Iterable[tuple[int, bytes]] = (),
+    user: bytes = b"user",
+    description: bytes = b"description",
+    extension: bytes = b"extension",
+) -> Proposal:
+    """``writes`` are (oid, prev_tid, state); ``blobs`` are (oid, data)."""
+    return proposal(
+        request_id,
+        CommitTxn(
+            txn_id,
+            timestamp_us,
+            user,
+            description,
+            extension,
+            tuple(ObjectWrite(oid, prev_tid, state) for oid, prev_tid, state in writes),
+            tuple(BlobWrite(oid, data) for oid, data in blobs),
+        ),
+    )
+
+
+def release(request_id: bytes, txn_id: bytes) -> Proposal:
+    return proposal(request_id, ReleaseTxn(txn_id))
+
+
+def expire(request_id: bytes, now_us: int) -> Proposal:
+    return proposal(request_id, ExpireLeases(now_us))
+
+
+def allocate(request_id: bytes, node_id: int, count: int, min_oid: int = 0) -> Proposal:
+    return proposal(request_id, AllocateOids(node_id, count, min_oid))
+
+
+def noop(request_id: bytes) -> Proposal:
+    return proposal(request_id, Noop())
+
+
+def current_tids(replica: Replica) -> dict[int, int]:
+    """{oid: current tid}, read the way RelStorage's poller reads them."""
+    dump = replica.logical_dump()
+    table = "current_object" if replica.keep_history else "object_state"
+    return {int(row[0]): int(row[1]) for row in dump[table]}  # type: ignore[arg-type]
+
+
+def granted_locks(replica: Replica) -> dict[bytes, dict[int, bool]]:
+    """{txn_id: {oid: exclusive}} of the granted lock requests."""
+    dump = replica.logical_dump()
+    granted = {bytes(row[0]) for row in dump["paxos_lock_request"] if row[5]}  # type: ignore[arg-type]
+    held: dict[bytes, dict[int, bool]] = {txn: {} for txn in granted}
+    for txn_id, oid, exclusive in dump["paxos_lock_oid"]:
+        if txn_id in granted:
+            held[bytes(txn_id)][int(oid)] = bool(exclusive)  # type: ignore[arg-type]
+    return held
+
+
+def open_readonly(path: str) -> apsw.Connection:
+    return apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)

@@ -1,0 +1,129 @@
+"""LockObjects, ReleaseTxn and ExpireLeases: all-or-nothing grants, FIFO waiting."""
+
+from __future__ import annotations
+
+from relstorage_paxos.replica import (
+    Committed,
+    Conflict,
+    Duplicate,
+    Expired,
+    Granted,
+    Queued,
+    Rejected,
+    Released,
+    Replica,
+)
+
+from .helpers import apply, commit, expire, granted_locks, lock, release
+
+
+def test_free_oids_are_granted_exclusive_and_shared(replica: Replica) -> None:
+    assert apply(replica, lock(b"r1", b"t1", write=[1, 2], read=[3, 2])) == [Granted()]
+    assert granted_locks(replica) == {b"t1": {1: True, 2: True, 3: False}}
+
+
+def test_shared_locks_share(replica: Replica) -> None:
+    outcomes = apply(replica, lock(b"r1", b"t1", read=[1]), lock(b"r2", b"t2", read=[1]))
+    assert outcomes == [Granted(), Granted()]
+
+
+def test_exclusive_conflicts_with_shared_both_ways(replica: Replica) -> None:
+    outcomes = apply(
+        replica,
+        lock(b"r1", b"t1", read=[1]),
+        lock(b"r2", b"t2", write=[1]),
+        lock(b"r3", b"t3", write=[2]),
+        lock(b"r4", b"t4", read=[2]),
+    )
+    assert outcomes == [Granted(), Queued(), Granted(), Queued()]
+
+
+def test_all_or_nothing(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", write=[2]))
+    assert apply(replica, lock(b"r2", b"t2", write=[1, 2, 3])) == [Queued()]
+    # t2 waits holding nothing: its commit is refused and oid 1 stays free of it.
+    assert granted_locks(replica) == {b"t1": {2: True}}
+    (refused,) = apply(replica, commit(b"c2", b"t2", [(1, 0, b"x")]))
+    assert isinstance(refused, Conflict)
+    assert "no exclusive lock on oids [1]" in refused.reason
+
+
+def test_waiting_requests_are_granted_in_fifo_order(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", write=[1]))
+    queued = apply(
+        replica,
+        lock(b"r2", b"t2", write=[1]),
+        lock(b"r3", b"t3", read=[1]),
+        lock(b"r4", b"t4", read=[1]),
+    )
+    assert queued == [Queued()] * 3
+    # t1 goes: t2 (exclusive) first; t3 and t4 keep waiting behind it.
+    assert apply(replica, release(b"x1", b"t1")) == [Released((b"r2",))]
+    assert replica.outcome(b"r2") == Granted()
+    assert replica.outcome(b"r3") == Queued()
+    # t2 goes: both shared requests together, in queue order.
+    assert apply(replica, release(b"x2", b"t2")) == [Released((b"r3", b"r4"))]
+    assert granted_locks(replica) == {b"t3": {1: False}, b"t4": {1: False}}
+
+
+def test_a_later_request_does_not_overtake_an_earlier_conflicting_one(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", read=[1]))
+    # t2 waits for an exclusive lock; t3's shared lock would be compatible with t1's but not
+    # with t2's request ahead of it, so readers cannot starve the writer.
+    outcomes = apply(replica, lock(b"r2", b"t2", write=[1]), lock(b"r3", b"t3", read=[1]))
+    assert outcomes == [Queued(), Queued()]
+    # A request on other oids passes them both.
+    assert apply(replica, lock(b"r4", b"t4", write=[9])) == [Granted()]
+    assert apply(replica, release(b"x1", b"t1")) == [Released((b"r2",))]
+
+
+def test_commit_releases_and_grants(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", write=[1]), lock(b"r2", b"t2", write=[1]))
+    (committed,) = apply(replica, commit(b"c1", b"t1", [(1, 0, b"one")]))
+    assert isinstance(committed, Committed)
+    assert committed.granted_requests == (b"r2",)
+    assert granted_locks(replica) == {b"t2": {1: True}}
+
+
+def test_releasing_a_waiting_request_drops_it_and_may_unblock_others(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", read=[1]))
+    apply(replica, lock(b"r2", b"t2", write=[1]), lock(b"r3", b"t3", read=[1]))
+    # t2 gives up waiting: t3 was only behind t2's request, so it is granted now.
+    assert apply(replica, release(b"x2", b"t2")) == [Released((b"r3",))]
+    assert replica.outcome(b"r2") == Rejected("txn released while waiting")
+    assert granted_locks(replica) == {b"t1": {1: False}, b"t3": {1: False}}
+
+
+def test_release_without_locks_is_harmless(replica: Replica) -> None:
+    assert apply(replica, release(b"x1", b"nobody")) == [Released()]
+
+
+def test_expired_leases_release_held_and_waiting_requests(replica: Replica) -> None:
+    apply(
+        replica,
+        lock(b"r1", b"t1", write=[1], lease_until_us=100),
+        lock(b"r2", b"t2", write=[1], lease_until_us=100),
+        lock(b"r3", b"t3", write=[1], lease_until_us=300),
+    )
+    # A lease that ends exactly at now is still alive.
+    assert apply(replica, expire(b"e1", 100)) == [Expired(0)]
+    assert apply(replica, expire(b"e2", 101)) == [Expired(2, (b"r3",))]
+    assert replica.outcome(b"r2") == Rejected("lease expired while waiting")
+    assert granted_locks(replica) == {b"t3": {1: True}}
+
+
+def test_a_txn_cannot_request_twice(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", write=[1]))
+    (second,) = apply(replica, lock(b"r2", b"t1", write=[2]))
+    assert isinstance(second, Rejected)
+    assert "already holds or awaits" in second.reason
+    assert granted_locks(replica) == {b"t1": {1: True}}
+
+
+def test_duplicate_lock_request_returns_the_outcome_as_it_stands(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", write=[1]))
+    apply(replica, lock(b"r2", b"t2", write=[1]))
+    assert apply(replica, lock(b"r2", b"t2", write=[1])) == [Duplicate(Queued())]
+    apply(replica, release(b"x1", b"t1"))
+    assert apply(replica, lock(b"r2", b"t2", write=[1])) == [Duplicate(Granted())]
+    assert granted_locks(replica) == {b"t2": {1: True}}
