@@ -86,3 +86,43 @@ class MalformedRecord(PaxosError):
     The applier turns it into a ``Rejected`` outcome, the same on every replica; a proposer
     that builds such a record gets it before proposing anything.
     """
+
+
+class SettingsError(PaxosError):
+    """A node's settings file or a ``<paxos>`` section names something a node cannot run
+    with; the message names the file (or section) and the key."""
+
+
+class DataDirError(PaxosError):
+    """A data directory that this node cannot use: missing, from another cluster or node,
+    or held by a running node (the message says which, and what to do)."""
+
+
+class NodeUnavailableError(PaxosTransientError):
+    """The node's Sequencer could not be reached (not running, socket missing, shutting
+    down); nothing was proposed."""
+
+
+class OutcomeUnknownError(PaxosTransientError):
+    """A proposal was sent but its outcome did not arrive in time. It may still be applied:
+    retry with the same request id, which returns the recorded outcome if it was."""
+
+
+class RequestRejectedError(PaxosError):
+    """The node refused a request it will never accept as sent (malformed, too large)."""
+
+
+class WrongDestinationError(PeerMessageError):
+    """A well-formed message from a member, addressed to another member: the sender's peer
+    list maps that member's id to this node's address (a misconfiguration, or an address
+    that moved)."""
+
+
+class SnapshotTransferError(PaxosError):
+    """A replica snapshot could not be fetched from a peer: the peer has none covering the
+    requested slot, the call failed or timed out, or a chunk, the size or the whole-file
+    SHA-256 did not match (``PeerTransport.fetch_snapshot``).
+
+    No partial file is left behind. Not a ``TransientError``: no ZODB transaction is
+    involved; the runtime retries the fetch, from the same or another peer.
+    """

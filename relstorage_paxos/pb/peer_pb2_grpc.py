@@ -55,12 +55,14 @@ class PaxosPeerServicer:
         peer's own outbound Stream to this node. Why not unary: a Python gRPC unary round trip
         costs ~0.65 ms on loopback, mostly CPU, which caps a leader at ~1,700 quorum rounds/s
         (notes/perf-anchors.md §2a, §3); a message on an open stream costs far less, and one
-        batch carries a whole round's messages for that peer. Why not bidirectional: Paxos messages are one-way
-        (a reply is just another message, matched by ballot and slot, never by call), so nothing
-        needs a response channel; one direction per stream keeps each stream's lifecycle, flow
-        control and reconnect independent, and a node's server side only ever receives. The
-        receiver closes the stream with FAILED_PRECONDITION on a wrong cluster or protocol
-        version, and otherwise drops bad envelopes one by one.
+        batch carries a whole round's messages for that peer. Why not bidirectional: Paxos
+        messages are one-way (a reply is just another message, matched by ballot and slot, never
+        by call), so nothing needs a response channel; one direction per stream keeps each
+        stream's lifecycle, flow control and reconnect independent, and a node's server side only
+        ever receives. The receiver ends the whole call on the first bad envelope, with
+        FAILED_PRECONDITION (wrong cluster, protocol version or destination), PERMISSION_DENIED
+        (unknown sender) or INVALID_ARGUMENT (malformed); only an envelope of a message type it
+        does not know is dropped alone, so that new types need no version bump.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

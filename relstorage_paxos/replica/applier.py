@@ -500,21 +500,17 @@ class Replica:
         the slot it holds. The copy is a plain (rollback-journal) SQLite file, complete by
         itself; ``Replica.open`` or ``Replica.install_snapshot`` take it as it is."""
         assert not self._closed, self._path
-        target = os.fspath(path)
-        if os.path.exists(target):
-            raise FileExistsError(target)
-        dest = apsw.Connection(target)
+        return _backup_to_file(self._db, os.fspath(path))
+
+    @staticmethod
+    def snapshot_file(replica_path: str | os.PathLike[str], path: str | os.PathLike[str]) -> int:
+        """``snapshot_to`` through a read-only connection of its own, for any thread while
+        the applier goes on: the backup copies one read transaction's consistent view."""
+        source = apsw.Connection(os.fspath(replica_path), flags=apsw.SQLITE_OPEN_READONLY)
         try:
-            with dest.backup("main", self._db, "main") as backup:
-                backup.step(-1)
-                assert backup.done, target
-            dest.execute("PRAGMA journal_mode = DELETE").fetchall()
+            return _backup_to_file(source, os.fspath(path))
         finally:
-            dest.close()
-        logger.info(
-            "replica %s: snapshot %s at slot %d", self._path, target, self._meta.applied_slot
-        )
-        return self._meta.applied_slot
+            source.close()
 
     def close(self) -> None:
         if not self._closed:
@@ -531,3 +527,19 @@ class Replica:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _backup_to_file(source: apsw.Connection, target: str) -> int:
+    if os.path.exists(target):
+        raise FileExistsError(target)
+    dest = apsw.Connection(target)
+    try:
+        with dest.backup("main", source, "main") as backup:
+            backup.step(-1)
+            assert backup.done, target
+        dest.execute("PRAGMA journal_mode = DELETE").fetchall()
+        slot = schema.read_meta(dest, target).applied_slot
+    finally:
+        dest.close()
+    logger.info("replica snapshot %s at slot %d", target, slot)
+    return slot

@@ -1,0 +1,224 @@
+"""``relstorage-paxos``: create a node's data directory, run a node, show a cluster's state.
+
+The only module that prints; everything it shows an operator says what is wrong and what to
+do about it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from relstorage_paxos import config
+from relstorage_paxos.config import NodeSettings
+from relstorage_paxos.errors import PaxosError
+from relstorage_paxos.transport.sequencer import SequencerClient, StatusView
+
+
+def _member(text: str) -> tuple[int, str]:
+    node_id, sep, address = text.partition("=")
+    if not sep or not node_id.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NODE_ID=HOST:PORT, e.g. 1=10.0.0.1:7101"
+        )
+    return int(node_id), address
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relstorage-paxos", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="create a node's data directory")
+    init.add_argument("--data-dir", type=Path, required=True)
+    init.add_argument("--cluster-id", required=True, help="the same on every node")
+    init.add_argument("--node-id", type=int, required=True, help="this node's id among --member")
+    init.add_argument(
+        "--member",
+        type=_member,
+        action="append",
+        required=True,
+        metavar="ID=HOST:PORT",
+        help="every member's peer address, this node's too (repeat)",
+    )
+    mode = init.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--keep-history", dest="keep_history", action="store_true")
+    mode.add_argument("--history-free", dest="keep_history", action="store_false")
+    init.add_argument("--listen", default="", help="bind address for peers (default: own member)")
+    init.add_argument("--sequencer-tcp", default="", help="also serve apps on this TCP address")
+    init.add_argument("--tick", type=float, default=NodeSettings.tick_s, metavar="SECONDS")
+    init.add_argument(
+        "--election-timeout", type=float, default=NodeSettings.election_timeout_s, metavar="SECONDS"
+    )
+    init.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=NodeSettings.heartbeat_interval_s,
+        metavar="SECONDS",
+    )
+
+    serve = sub.add_parser("serve", help="run a node until SIGTERM")
+    serve.add_argument("--data-dir", type=Path, required=True)
+    serve.add_argument("--log-level", default="INFO")
+
+    status = sub.add_parser("status", help="show every node of the cluster")
+    status.add_argument("--data-dir", type=Path, required=True, help="a local node's data dir")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "init":
+            return _init(args)
+        if args.command == "serve":
+            return _serve(args)
+        return _status(args)
+    except PaxosError as exc:
+        print(f"relstorage-paxos {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _init(args: argparse.Namespace) -> int:
+    from relstorage_paxos.server import init_data_dir
+
+    members = dict(args.member)
+    if len(members) != len(args.member):
+        print("relstorage-paxos init: --member: a node id is given twice", file=sys.stderr)
+        return 2
+    settings = NodeSettings(
+        cluster_id=args.cluster_id,
+        node_id=args.node_id,
+        keep_history=args.keep_history,
+        members=members,
+        listen=args.listen,
+        sequencer_tcp=args.sequencer_tcp,
+        tick_s=args.tick,
+        election_timeout_s=args.election_timeout,
+        heartbeat_interval_s=args.heartbeat_interval,
+    )
+    init_data_dir(args.data_dir, settings)
+    print(f"initialized node {args.node_id} of cluster {args.cluster_id} in {args.data_dir}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not __debug__:
+        print(
+            "relstorage-paxos serve: refusing to run under python -O: "
+            "assertions are part of the node's safety checks",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from relstorage_paxos.server import NodeServer
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    node = NodeServer(args.data_dir)
+    node.start()
+    print(f"node {node.settings.node_id} serving (socket {node.socket_path})", flush=True)
+    while not stop.wait(0.5):
+        if node.runtime.failure is not None:
+            print(f"node stopped: {node.runtime.failure}", file=sys.stderr)
+            node.stop()
+            return 1
+    node.stop()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = config.load(args.data_dir)
+    views: list[StatusView | str] = []
+    for node_id, address in sorted(settings.members.items()):
+        target = (
+            f"unix:{args.data_dir / config.SOCKET_FILE}" if node_id == settings.node_id else address
+        )
+        client = SequencerClient(target, settings.cluster_id)
+        try:
+            views.append(client.status(timeout_s=args.timeout))
+        except PaxosError as exc:
+            views.append(f"node {node_id} ({address}): unreachable: {exc}")
+        finally:
+            client.close()
+    if args.json:
+        print(json.dumps([_json(v) for v in views], indent=2))
+    else:
+        print(_table(views))
+    return 0 if all(isinstance(v, StatusView) for v in views) else 1
+
+
+def _json(view: StatusView | str) -> dict[str, object]:
+    if isinstance(view, str):
+        return {"error": view}
+    data = asdict(view)
+    data["running_hash"] = view.running_hash.hex()
+    return data
+
+
+def _table(views: Sequence[StatusView | str]) -> str:
+    reachable = [v for v in views if isinstance(v, StatusView)]
+    top = max((v.chosen_slot for v in reachable), default=0)
+    header = (
+        "node",
+        "role",
+        "leader",
+        "ballot",
+        "chosen",
+        "applied",
+        "lag",
+        "last tid",
+        "replica hash",
+        "uptime",
+    )
+    rows = [header]
+    errors = []
+    for v in views:
+        if isinstance(v, str):
+            errors.append(v)
+            continue
+        rows.append(
+            (
+                str(v.node_id),
+                v.role if v.serving else f"{v.role} (NOT SERVING: {v.not_serving_reason})",
+                "-" if v.leader_id is None else str(v.leader_id),
+                v.ballot,
+                str(v.chosen_slot),
+                str(v.applied_slot),
+                str(top - v.applied_slot),
+                f"{v.last_tid:016x}",
+                v.running_hash.hex()[:16],
+                f"{v.uptime_s:.0f}s",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    hashes = {(v.applied_slot, v.running_hash) for v in reachable}
+    slots = {v.applied_slot for v in reachable}
+    if len(slots) == 1 and len(hashes) == 1:
+        lines.append("replicas agree: same applied slot, same running hash")
+    elif len(slots) == 1:
+        lines.append(
+            "REPLICAS DIVERGED: same applied slot, different running hashes; stop the node "
+            "that differs from the majority and rebuild its data directory from a snapshot"
+        )
+    lines.extend(errors)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""The runtime: the one thread that owns a node's core, log store and replica.
+
+Owns: the clock (ticks), the inbox, the Ready loop (persist, then send, then apply, then
+advance), the waiters of local proposals and read barriers, snapshot installs, log
+compaction.
+Must not import: ``adapter``; generated code (the transport translates).
+Called by: its own loop thread for everything that touches the core, the log store or the
+replica; any thread for the public methods, which only enqueue work or read published state.
+
+A waiting proposal is answered only once its record is applied on this node, with the
+outcome the replica recorded; a proposal whose fate is unknown is never reported as failed:
+its future simply stays pending until it is applied (the runtime re-proposes it with the same
+request id every ``retry_ticks``) or the caller stops waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from relstorage_paxos.core import Message, Node, NodeOptions, Ready, Role, SnapshotRequest
+from relstorage_paxos.log.store import LogStore
+from relstorage_paxos.replica import Outcome, Queued, RecordedOutcome, Replica
+from relstorage_paxos.runtime.clock import Clock
+from relstorage_paxos.transport.port import Transport
+
+logger = logging.getLogger(__name__)
+
+
+SnapshotFetcher = Callable[[int, int, Path], int]
+"""``fetch(peer_id, min_slot, dest) -> slot``: download a peer's snapshot covering at least
+``min_slot`` to ``dest``; runs on a helper thread, may raise."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    tick_s: float = 0.05
+    retry_ticks: int = 20
+    """A local proposal or read not answered for this many ticks is sent again (same id)."""
+    compact_every_slots: int = 10_000
+    compact_keep_slots: int = 2_000
+    """Slots kept in the log behind the replica, so that briefly lagging peers catch up from
+    the log instead of a snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The answer to a proposal: the slot its record was applied in and what it did."""
+
+    slot: int
+    outcome: RecordedOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node_id: int
+    role: str
+    leader_id: int | None
+    ballot: str
+    commit_slot: int
+    applied_slot: int
+    truncated_slot: int
+    last_tid: int
+    running_hash: bytes
+
+
+@dataclass(slots=True)
+class _Waiting:
+    payload: bytes
+    futures: list[Future[Applied]]
+    last_sent_tick: int
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        node_options: NodeOptions,
+        options: RuntimeOptions,
+        log_store: LogStore,
+        replica: Replica,
+        transport: Transport,
+        clock: Clock,
+        *,
+        snapshot_dir: Path,
+        fetch_snapshot: SnapshotFetcher | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.node_id = node_options.node_id
+        self.options = options
+        self._log_store = log_store
+        self._replica = replica
+        self._transport = transport
+        self._clock = clock
+        self._snapshot_dir = snapshot_dir
+        self._fetch_snapshot = fetch_snapshot
+        state = log_store.load()
+        applied = replica.applied_slot
+        if applied < state.truncated:
+            raise AssertionError(
+                f"replica at slot {applied} is behind the log's truncation point "
+                f"{state.truncated}: the log cannot replay it"
+            )
+        self._core = Node(node_options, random.Random(seed), state, applied)
+        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._proposals: dict[bytes, _Waiting] = {}
+        self._lock_waiters: dict[bytes, list[Future[Applied]]] = {}
+        self._reads: dict[bytes, tuple[Future[int], int]] = {}
+        self._read_barriers: list[tuple[int, Future[int]]] = []
+        self._applied_waiters: list[tuple[int, threading.Event]] = []
+        self._read_counter = 0
+        self._ticks = 0
+        self._snapshot_in_progress = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"paxos-node-{self.node_id}", daemon=True
+        )
+        self._failure: BaseException | None = None
+        self.status = self._make_status()
+
+    # ------------------------------------------------------------------ public, any thread
+
+    def start(self) -> None:
+        self._transport.start(self.deliver)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._inbox.put(lambda: None)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+        self._transport.close()
+
+    @property
+    def replica(self) -> Replica:
+        """The replica in use (a snapshot install replaces it); close it after ``stop``."""
+        return self._replica
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the loop stopped on its own (a failed fsync, a replica error), if it did."""
+        return self._failure
+
+    def deliver(self, message: Message) -> None:
+        self._inbox.put(lambda: self._core.step(message))
+
+    def propose(self, request_id: bytes, payload: bytes) -> Future[Applied]:
+        """Propose a record; the future resolves once it is applied here (see module doc)."""
+        future: Future[Applied] = Future()
+        self._inbox.put(lambda: self._propose(request_id, payload, future))
+        return future
+
+    def read_index(self) -> Future[int]:
+        """A linearizable read barrier: resolves with a slot this replica has applied and
+        that covers every commit finished anywhere before the call."""
+        future: Future[int] = Future()
+        self._inbox.put(lambda: self._read_index(future))
+        return future
+
+    def wait_applied(self, slot: int, timeout_s: float) -> int:
+        """Wait until the replica has applied ``slot``; returns the applied slot then (or
+        what it is when the timeout runs out)."""
+        event = threading.Event()
+        self._inbox.put(lambda: self._add_applied_waiter(slot, event))
+        event.wait(timeout_s)
+        return self.status.applied_slot
+
+    # ------------------------------------------------------------------ loop thread
+
+    def _run(self) -> None:
+        tick_s = self.options.tick_s
+        next_tick = self._clock.monotonic() + tick_s
+        try:
+            while not self._stopping.is_set():
+                timeout = max(0.0, next_tick - self._clock.monotonic())
+                try:
+                    self._inbox.get(timeout=timeout)()
+                    while True:  # take everything queued now: one Ready for all of it
+                        self._inbox.get_nowait()()
+                except queue.Empty:
+                    pass
+                now = self._clock.monotonic()
+                if now >= next_tick:
+                    self._tick()
+                    next_tick = max(next_tick + tick_s, now)
+                self._process_ready()
+        except BaseException as exc:
+            logger.critical("node %d stops: %s", self.node_id, exc, exc_info=True)
+            self._failure = exc
+            self._stopping.set()
+
+    def _tick(self) -> None:
+        self._ticks += 1
+        self._core.tick()
+        retry = self.options.retry_ticks
+        for request_id, waiting in self._proposals.items():
+            if self._ticks - waiting.last_sent_tick >= retry:
+                waiting.last_sent_tick = self._ticks
+                self._core.propose(request_id, waiting.payload)
+        for request_id, (_, sent) in list(self._reads.items()):
+            if self._ticks - sent >= retry:
+                self._reads[request_id] = (self._reads[request_id][0], self._ticks)
+                self._core.read_index(request_id)
+
+    def _process_ready(self) -> None:
+        while self._core.has_ready():
+            ready = self._core.ready()
+            self._log_store.persist(ready.persist)  # fsyncs when ready.persist.must_sync
+            if ready.messages:
+                self._transport.send(ready.messages)
+            self._apply(ready)
+            self._core.advance(ready)
+            if ready.snapshot_request is not None:
+                self._start_snapshot_fetch(ready.snapshot_request)
+            self._maybe_compact()
+        self.status = self._make_status()
+
+    def _apply(self, ready: Ready) -> None:
+        for sv in ready.chosen:
+            proposals = [(p.request_id, p.payload) for p in sv.value]
+            outcomes = self._replica.apply_slot(sv.slot, proposals)
+            for (request_id, _), outcome in zip(proposals, outcomes, strict=True):
+                self._resolve_proposal(request_id, sv.slot, outcome)
+            self._resolve_lock_waiters(sv.slot)
+        for rs in ready.read_states:
+            entry = self._reads.pop(rs.request_id, None)
+            if entry is not None:
+                self._read_barriers.append((rs.slot, entry[0]))
+        self._resolve_barriers()
+
+    def _resolve_proposal(self, request_id: bytes, slot: int, outcome: Outcome) -> None:
+        waiting = self._proposals.pop(request_id, None)
+        if waiting is None:
+            return
+        recorded = self._replica.outcome(request_id)
+        assert recorded is not None, request_id
+        if isinstance(recorded, Queued):
+            self._lock_waiters.setdefault(request_id, []).extend(waiting.futures)
+            return
+        for future in waiting.futures:
+            future.set_result(Applied(slot, recorded))
+
+    def _resolve_lock_waiters(self, slot: int) -> None:
+        for request_id in list(self._lock_waiters):
+            recorded = self._replica.outcome(request_id)
+            if recorded is not None and not isinstance(recorded, Queued):
+                for future in self._lock_waiters.pop(request_id):
+                    future.set_result(Applied(slot, recorded))
+
+    def _resolve_barriers(self) -> None:
+        applied = self._replica.applied_slot
+        keep: list[tuple[int, Future[int]]] = []
+        for slot, future in self._read_barriers:
+            if slot <= applied:
+                future.set_result(applied)
+            else:
+                keep.append((slot, future))
+        self._read_barriers = keep
+        waiting: list[tuple[int, threading.Event]] = []
+        for slot, event in self._applied_waiters:
+            if slot <= applied:
+                event.set()
+            else:
+                waiting.append((slot, event))
+        self._applied_waiters = waiting
+
+    def _propose(self, request_id: bytes, payload: bytes, future: Future[Applied]) -> None:
+        recorded = self._replica.outcome(request_id)
+        if recorded is not None and not isinstance(recorded, Queued):
+            future.set_result(Applied(self._replica.applied_slot, recorded))
+            return
+        if recorded is not None:
+            self._lock_waiters.setdefault(request_id, []).append(future)
+            return
+        waiting = self._proposals.get(request_id)
+        if waiting is not None:
+            waiting.futures.append(future)
+            return
+        self._proposals[request_id] = _Waiting(payload, [future], self._ticks)
+        self._core.propose(request_id, payload)
+
+    def _read_index(self, future: Future[int]) -> None:
+        self._read_counter += 1
+        request_id = f"read-{self.node_id}-{self._read_counter}".encode()
+        self._reads[request_id] = (future, self._ticks)
+        self._core.read_index(request_id)
+
+    def _add_applied_waiter(self, slot: int, event: threading.Event) -> None:
+        self._applied_waiters.append((slot, event))
+        self._resolve_barriers()
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _start_snapshot_fetch(self, request: SnapshotRequest) -> None:
+        if self._snapshot_in_progress or self._fetch_snapshot is None:
+            return
+        self._snapshot_in_progress = True
+        fetch = self._fetch_snapshot
+        dest = self._snapshot_dir / f"incoming-{request.peer}.sqlite3"
+
+        def work() -> None:
+            try:
+                slot = fetch(request.peer, request.min_slot, dest)
+            except Exception as exc:
+                logger.warning(
+                    "node %d: snapshot from node %d failed: %s", self.node_id, request.peer, exc
+                )
+                self._inbox.put(self._snapshot_failed)
+                return
+            self._inbox.put(lambda: self._install_snapshot(dest, slot))
+
+        threading.Thread(target=work, name=f"snapshot-fetch-{self.node_id}", daemon=True).start()
+
+    def _snapshot_failed(self) -> None:
+        self._snapshot_in_progress = False
+
+    def _install_snapshot(self, path: Path, slot: int) -> None:
+        self._snapshot_in_progress = False
+        if slot <= self._replica.applied_slot:
+            path.unlink(missing_ok=True)
+            return
+        replica_path = self._replica.path
+        keep_history = self._replica.keep_history
+        self._replica.close()
+        self._replica = Replica.install_snapshot(path, replica_path, keep_history)
+        path.unlink(missing_ok=True)
+        logger.info("node %d installed a snapshot at slot %d", self.node_id, slot)
+        self._core.restore_snapshot(self._replica.applied_slot)
+        self._resolve_barriers()
+
+    def _maybe_compact(self) -> None:
+        core = self._core
+        if core.applied - core.truncated >= self.options.compact_every_slots:
+            self._replica.sync()
+            core.compact(core.applied - self.options.compact_keep_slots)
+
+    # ------------------------------------------------------------------ status
+
+    def _make_status(self) -> NodeStatus:
+        core = self._core
+        return NodeStatus(
+            node_id=self.node_id,
+            role=core.role.value,
+            leader_id=core.leader if core.role is not Role.PRE_CANDIDATE else None,
+            ballot=str(core.promised),
+            commit_slot=core.commit,
+            applied_slot=self._replica.applied_slot,
+            truncated_slot=core.truncated,
+            last_tid=self._replica.last_tid,
+            running_hash=self._replica.running_hash,
+        )

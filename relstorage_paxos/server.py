@@ -1,0 +1,297 @@
+"""One node, assembled from its data directory: log store, replica, peer transport, runtime,
+and the Sequencer service on a Unix socket (and optionally TCP).
+
+Owns: the data directory's lifecycle (``init_data_dir``, the pid lock that keeps two
+processes off one data directory), OID blocks handed to app processes, and the Sequencer
+backend that turns service calls into runtime calls.
+Must not import: ``adapter``.
+Called by: the CLI's ``serve`` (main thread: start, wait, stop), gRPC threads (the backend
+methods), tests and the embedded mode.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from concurrent import futures
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Final
+
+import grpc
+
+from relstorage_paxos import config
+from relstorage_paxos.config import NodeSettings
+from relstorage_paxos.errors import (
+    DataDirError,
+    MalformedRecord,
+    OutcomeUnknownError,
+    RequestRejectedError,
+)
+from relstorage_paxos.log.sqlite_store import SqliteLogStore
+from relstorage_paxos.replica import (
+    Allocated,
+    AllocateOids,
+    Record,
+    Replica,
+    decode_record,
+    encode_outcome,
+    encode_record,
+)
+from relstorage_paxos.runtime.clock import SystemClock
+from relstorage_paxos.runtime.driver import Applied, NodeRuntime, RuntimeOptions
+from relstorage_paxos.transport.peer import PeerTransport
+from relstorage_paxos.transport.sequencer import (
+    PeerView,
+    SequencerService,
+    StatusView,
+    add_to_server,
+)
+
+logger = logging.getLogger(__name__)
+
+OID_BLOCK: Final = 1000
+"""OIDs a node reserves per AllocateOids record and hands out to its app processes."""
+
+SOFTWARE_VERSION: Final = "0.1.0.dev0"
+
+
+def init_data_dir(data_dir: Path, settings: NodeSettings) -> None:
+    """Create a node's data directory: settings, an empty log, an empty replica in the
+    cluster's history mode. Refuses a directory that already holds a node."""
+    config.validate(settings, "relstorage-paxos init")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = config.settings_path(data_dir)
+    if settings_file.exists() or (data_dir / config.LOG_FILE).exists():
+        raise DataDirError(
+            f"{data_dir} already holds a node ({settings_file.name} or {config.LOG_FILE} "
+            "exists); choose an empty directory"
+        )
+    (data_dir / config.SNAPSHOT_DIR).mkdir(exist_ok=True)
+    SqliteLogStore(
+        data_dir / config.LOG_FILE,
+        cluster_id=settings.cluster_id,
+        node_id=settings.node_id,
+        create=True,
+    ).close()
+    Replica.open(data_dir / config.REPLICA_FILE, settings.keep_history).close()
+    tmp = settings_file.with_suffix(".tmp")
+    tmp.write_text(config.dump(settings))
+    os.replace(tmp, settings_file)
+
+
+class _PidLock:
+    """``node.pid``, locked with flock for as long as the node runs: a second process on the
+    same data directory is refused, and a lock left by a killed process is simply taken over
+    (the kernel released it when that process died)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / config.LOCK_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise DataDirError(
+                f"{data_dir} is in use by a running node (pid {holder}, lock {self.path}); "
+                "stop it first, or give this node its own data directory"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+
+class NodeServer:
+    """A running node. ``start()`` then ``stop()``; also the Sequencer's backend."""
+
+    def __init__(self, data_dir: Path, *, runtime_options: RuntimeOptions | None = None):
+        self.data_dir = data_dir
+        self.settings = config.load(data_dir)
+        self.cluster_id = self.settings.cluster_id
+        s = self.settings
+        self._lock = _PidLock(data_dir)
+        self._started_at = time.monotonic()
+        self._oid_lock = threading.Lock()
+        self._oid_next = 0
+        self._oid_end = 0
+        self._grpc: grpc.Server | None = None
+        try:
+            self._log_store = SqliteLogStore(
+                data_dir / config.LOG_FILE, cluster_id=s.cluster_id, node_id=s.node_id
+            )
+            self._replica = Replica.open(data_dir / config.REPLICA_FILE, s.keep_history)
+            snapshot_dir = data_dir / config.SNAPSHOT_DIR
+            snapshot_dir.mkdir(exist_ok=True)
+            self.transport = PeerTransport(
+                s.node_id,
+                s.cluster_id,
+                s.listen_address,
+                {n: a for n, a in s.members.items() if n != s.node_id},
+                snapshot_source=self._snapshot_source,
+                max_message_bytes=s.max_message_bytes,
+            )
+            status_service = SequencerService(
+                self, record_bytes_max=s.batch_bytes_max, status_only=True
+            )
+            self.transport.add_service(lambda server: add_to_server(server, status_service))
+            self.runtime = NodeRuntime(
+                s.node_options(),
+                runtime_options
+                or RuntimeOptions(
+                    tick_s=s.tick_s,
+                    compact_every_slots=s.compact_every_slots,
+                    compact_keep_slots=s.compact_keep_slots,
+                ),
+                self._log_store,
+                self._replica,
+                self.transport,
+                SystemClock(),
+                snapshot_dir=snapshot_dir,
+                fetch_snapshot=self._fetch_snapshot,
+            )
+        except BaseException:
+            self._lock.release()
+            raise
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / config.SOCKET_FILE
+
+    def start(self) -> None:
+        self.runtime.start()
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="sequencer"),
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_send_message_length", self.settings.max_message_bytes),
+                ("grpc.max_receive_message_length", self.settings.max_message_bytes),
+            ],
+        )
+        add_to_server(
+            server,
+            SequencerService(self, record_bytes_max=self.settings.batch_bytes_max),
+        )
+        self.socket_path.unlink(missing_ok=True)
+        old_umask = os.umask(0o177)  # the socket is created 0600: local app processes only
+        try:
+            server.add_insecure_port(f"unix:{self.socket_path}")
+        finally:
+            os.umask(old_umask)
+        if self.settings.sequencer_tcp:
+            server.add_insecure_port(self.settings.sequencer_tcp)
+        server.start()
+        self._grpc = server
+        logger.info(
+            "node %d of cluster %s serving: peers on %s, sequencer on %s",
+            self.settings.node_id,
+            self.cluster_id,
+            self.settings.listen_address,
+            self.socket_path,
+        )
+
+    def stop(self) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace=1.0).wait()
+            self._grpc = None
+        self.runtime.stop()
+        self.runtime.replica.close()
+        self._log_store.close()
+        self.socket_path.unlink(missing_ok=True)
+        self._lock.release()
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _snapshot_source(self, min_slot: int) -> tuple[Path, int]:
+        """A fresh snapshot of our replica for a peer (called on a gRPC thread: the backup
+        reads through its own connection and never blocks the applier)."""
+        path = self.data_dir / config.SNAPSHOT_DIR / f"outgoing-{threading.get_ident()}.sqlite3"
+        slot = Replica.snapshot_file(self.data_dir / config.REPLICA_FILE, path)
+        return path, slot
+
+    def _fetch_snapshot(self, peer: int, min_slot: int, dest: Path) -> int:
+        return self.transport.fetch_snapshot(peer, min_slot, dest, timeout_s=600.0)
+
+    # ------------------------------------------------------------------ Sequencer backend
+
+    def propose(self, request_id: bytes, record: bytes) -> Future[tuple[int, bytes]]:
+        try:
+            decode_record(record)
+        except MalformedRecord as exc:
+            raise RequestRejectedError(f"malformed record: {exc}") from None
+        return _map_future(self.runtime.propose(request_id, record))
+
+    def read_index(self) -> Future[int]:
+        return self.runtime.read_index()
+
+    def wait_applied(self, slot: int, timeout_s: float) -> int:
+        return self.runtime.wait_applied(slot, timeout_s)
+
+    def allocate_oids(self, count: int, timeout_s: float) -> tuple[int, int]:
+        with self._oid_lock:
+            if self._oid_next >= self._oid_end:
+                self._refill_oids(max(count, OID_BLOCK), timeout_s)
+            start = self._oid_next
+            granted = min(count, self._oid_end - start)
+            self._oid_next += granted
+            return start, granted
+
+    def _refill_oids(self, count: int, timeout_s: float) -> None:
+        request_id = b"oids-" + os.urandom(16)
+        record = encode_record(
+            Record(request_id, AllocateOids(node_id=self.settings.node_id, count=count))
+        )
+        future = self.runtime.propose(request_id, record)
+        try:
+            applied = future.result(timeout=timeout_s)
+        except futures.TimeoutError:
+            raise OutcomeUnknownError(
+                "no OID block in time: this node hears no leader with a quorum"
+            ) from None
+        outcome = applied.outcome
+        assert isinstance(outcome, Allocated), outcome
+        self._oid_next, self._oid_end = outcome.start, outcome.start + outcome.count
+
+    def status(self) -> StatusView:
+        st = self.runtime.status
+        failure = self.runtime.failure
+        return StatusView(
+            node_id=st.node_id,
+            cluster_id=self.cluster_id,
+            role=st.role,
+            leader_id=st.leader_id,
+            ballot=st.ballot,
+            chosen_slot=st.commit_slot,
+            applied_slot=st.applied_slot,
+            truncated_slot=st.truncated_slot,
+            last_tid=st.last_tid,
+            running_hash=st.running_hash,
+            serving=failure is None,
+            not_serving_reason="" if failure is None else f"stopped: {failure}",
+            uptime_s=time.monotonic() - self._started_at,
+            software_version=SOFTWARE_VERSION,
+            peers=tuple(
+                PeerView(n, a) for n, a in sorted(self.settings.members.items()) if n != st.node_id
+            ),
+        )
+
+
+def _map_future(source: Future[Applied]) -> Future[tuple[int, bytes]]:
+    target: Future[tuple[int, bytes]] = Future()
+
+    def done(f: Future[Applied]) -> None:
+        if f.cancelled():
+            target.cancel()
+        elif (exc := f.exception()) is not None:
+            target.set_exception(exc)
+        else:
+            applied = f.result()
+            target.set_result((applied.slot, encode_outcome(applied.outcome)))
+
+    source.add_done_callback(done)
+    return target

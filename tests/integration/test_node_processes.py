@@ -1,0 +1,201 @@
+"""Three ``relstorage-paxos serve`` processes on 127.0.0.1 with real gRPC: records proposed
+through every node apply everywhere in one order; kill -9 of the leader and then of a
+follower loses nothing acknowledged; garbage on every port leaves the nodes serving."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from relstorage_paxos.errors import PaxosError
+from relstorage_paxos.replica import Replica
+from tests.integration.processes import (
+    CLI,
+    NodeProcess,
+    ProcessCluster,
+    noop_record,
+    running_cluster,
+    wait_for,
+)
+
+WRITE_RESUME_BOUND_S = 30.0
+"""Liveness bound after a kill (not a performance figure: elections take well under 1 s)."""
+
+
+def propose_until_acked(node: NodeProcess, request_id: bytes, deadline_s: float = 30.0) -> int:
+    """Propose at ``node`` and retry with the same id until the outcome arrives."""
+    return wait_for(
+        f"{request_id!r} at node {node.node_id}",
+        lambda: node.client.propose(request_id, noop_record(request_id), timeout_s=2.0)[0],
+        deadline_s,
+    )
+
+
+def replica_states(cluster: ProcessCluster) -> dict[int, tuple[int, bytes]]:
+    states = {}
+    for node_id, node in cluster.nodes.items():
+        with Replica.open(node.data_dir / "replica.sqlite3") as replica:
+            states[node_id] = (replica.applied_slot, replica.running_hash)
+    return states
+
+
+def test_every_node_accepts_records_and_replicas_agree(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 3) as cluster:
+        slots: dict[bytes, int] = {}
+        for round_ in range(10):
+            for node in cluster.nodes.values():
+                request_id = f"r{round_}-n{node.node_id}".encode()
+                slots[request_id] = propose_until_acked(node, request_id)
+        views = cluster.wait_converged()
+        assert len({v.running_hash for v in views}) == 1
+        assert views[0].applied_slot >= max(slots.values())
+        status = subprocess.run(
+            [*CLI, "status", "--data-dir", str(cluster.nodes[1].data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "replicas agree" in status.stdout, status.stdout
+    states = replica_states(cluster)
+    assert len(set(states.values())) == 1, states
+    with Replica.open(cluster.nodes[3].data_dir / "replica.sqlite3") as replica:
+        for request_id in slots:
+            assert replica.outcome(request_id) is not None, request_id
+
+
+def test_kill_leader_then_follower_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    acked: dict[bytes, int] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    with running_cluster(tmp_path, 3) as cluster:
+
+        def writer(index: int) -> None:
+            n = 0
+            while not stop.is_set():
+                node = cluster.nodes[1 + (index + n) % 3]
+                request_id = f"w{index}-{n}".encode()
+                try:
+                    if node.running:
+                        slot, _ = node.client.propose(request_id, noop_record(request_id), 2.0)
+                        acked[request_id] = slot
+                except PaxosError:
+                    pass  # unknown outcome or node down: the next id goes elsewhere
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+                n += 1
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for("some writes", lambda: len(acked) >= 30, 30)
+            for victim_kind in ("leader", "follower"):
+                leader = cluster.wait_for_leader()
+                victim = (
+                    leader
+                    if victim_kind == "leader"
+                    else next(n for n in cluster.running() if n is not leader)
+                )
+                before = len(acked)
+                killed_at = time.monotonic()
+                victim.kill()
+                wait_for(
+                    f"writes after killing the {victim_kind}",
+                    lambda before=before: len(acked) > before + 10,
+                    WRITE_RESUME_BOUND_S,
+                )
+                assert time.monotonic() - killed_at < WRITE_RESUME_BOUND_S
+                victim.start()
+                wait_for(f"node {victim.node_id} back", lambda v=victim: v.status(), 30)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        assert not errors, errors
+        cluster.wait_converged()
+    states = replica_states(cluster)
+    assert len(set(states.values())) == 1, states
+    for node in cluster.nodes.values():
+        with Replica.open(node.data_dir / "replica.sqlite3") as replica:
+            lost = [rid for rid in acked if replica.outcome(rid) is None]
+            assert not lost, (node.node_id, lost[:5], len(acked))
+
+
+def test_garbage_on_every_port_leaves_nodes_serving(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 3) as cluster:
+        target = cluster.nodes[2]
+        host, port = target.address.rsplit(":", 1)
+        for payload in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 8):
+            with socket.create_connection((host, int(port)), timeout=2) as s:
+                s.sendall(payload)
+        sock = f"unix:{target.data_dir / 'sequencer.sock'}"
+        with grpc.insecure_channel(sock) as channel:
+            for method in ("Propose", "Status", "AllocateOids", "NoSuchMethod"):
+                call = channel.unary_unary(
+                    f"/relstorage_paxos.sequencer.Sequencer/{method}",
+                    request_serializer=lambda b: b,
+                    response_deserializer=lambda b: b,
+                )
+                try:
+                    call(b"\xff\xfe garbage \x00", timeout=5)
+                except grpc.RpcError as exc:
+                    assert exc.code() in (
+                        grpc.StatusCode.INTERNAL,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        grpc.StatusCode.UNIMPLEMENTED,
+                    ), (method, exc.code())
+        with grpc.insecure_channel(target.address) as channel:
+            stream = channel.stream_unary(
+                "/relstorage_paxos.peer.PaxosPeer/Stream",
+                request_serializer=lambda b: b,
+                response_deserializer=lambda b: b,
+            )
+            try:
+                stream(iter([b"\x01\x02garbage", b"\xff" * 100]), timeout=5)
+            except grpc.RpcError as exc:
+                assert exc.code() != grpc.StatusCode.UNAVAILABLE, exc
+        # Wrong cluster on the Sequencer: refused by name.
+        from relstorage_paxos.transport.sequencer import SequencerClient
+
+        other = SequencerClient(sock, "another-cluster")
+        try:
+            other.status()
+            raise AssertionError("a client of another cluster was served")
+        except PaxosError as exc:
+            assert "another-cluster" in str(exc)
+        finally:
+            other.close()
+        assert target.running
+        assert propose_until_acked(target, b"after-garbage") > 0
+        cluster.wait_converged()
+
+
+def test_serve_refuses_python_optimize(tmp_path: Path) -> None:
+    cluster = ProcessCluster(tmp_path, 1)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-O",
+            "-m",
+            "relstorage_paxos.cli",
+            "serve",
+            "--data-dir",
+            str(cluster.nodes[1].data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "python -O" in result.stderr
