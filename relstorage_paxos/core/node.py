@@ -98,6 +98,7 @@ class _Leadership:
     acks: dict[int, set[int]] = field(default_factory=dict)
     heard_from: set[int] = field(default_factory=set)
     read_seq: int = 0
+    commit_sent: int = 0
     read_rounds: list[_ReadRound] = field(default_factory=list)
     reads_waiting: list[tuple[bytes, int]] = field(default_factory=list)
 
@@ -265,6 +266,7 @@ class Node:
         """Everything produced since the last ``advance``. Persist, then send, then apply."""
         assert not self._ready_pending, "ready() called twice without advance()"
         self._flush_proposals()
+        self._announce_commit()
         persist = Persist(
             promised=self.promised if self._out_promised else None,
             entries=tuple(self._out_entries[s] for s in sorted(self._out_entries)),
@@ -539,10 +541,22 @@ class Node:
             lead.next_slot += 1
             self._propose_in_slot(slot, tuple(batch))
             new.append(SlotValue(slot, tuple(batch)))
+        self._advance_commit()
         if new:
             for peer in self.peers:
                 self._send(Accept(self.id, peer, lead.ballot, tuple(new), self.commit))
-        self._advance_commit()
+            lead.commit_sent = self.commit
+
+    def _announce_commit(self) -> None:
+        """Tell followers at once when our commit moved, so a proposal made at a follower
+        is applied there one message after the leader learns it is chosen, not at the next
+        heartbeat. An Accept without entries carries it and gets no reply."""
+        lead = self._lead
+        if self.role is not Role.LEADER or lead is None or self.commit <= lead.commit_sent:
+            return
+        for peer in self.peers:
+            self._send(Accept(self.id, peer, lead.ballot, (), self.commit))
+        lead.commit_sent = self.commit
 
     def _propose_in_slot(self, slot: int, value: Value) -> None:
         """Accept ``value`` locally in our ballot (the leader is also an acceptor)."""
@@ -581,11 +595,9 @@ class Node:
                 assert existing is None or existing.value == sv.value, (sv.slot, existing)
                 continue
             self._store(LogEntry(sv.slot, m.ballot, sv.value, False), sync=True)
-        self._send(
-            Accepted(
-                self.id, m.src, m.ballot, True, self.promised, tuple(e.slot for e in m.entries)
-            )
-        )
+        if m.entries:  # an Accept without entries only announces the leader's commit
+            slots = tuple(e.slot for e in m.entries)
+            self._send(Accepted(self.id, m.src, m.ballot, True, self.promised, slots))
         self._learn_commit(m.src, m.ballot, m.commit)
 
     def _ignore_accept(self, m: Accept) -> str | None:
@@ -738,6 +750,7 @@ class Node:
         assert lead is not None
         for peer in self.peers:
             self._send(Heartbeat(self.id, peer, lead.ballot, self.commit, lead.read_seq))
+        lead.commit_sent = self.commit
 
     def on_heartbeat(self, m: Heartbeat) -> None:
         self._see_ballot(m.ballot)

@@ -1,20 +1,35 @@
-"""Learning: commit piggybacked on Accept and Heartbeat, catch-up, snapshots."""
+"""Learning: commit announced at once and piggybacked on Accept and Heartbeat, catch-up,
+snapshots."""
 
 from __future__ import annotations
 
 import pytest
 
 from relstorage_paxos.core import (
+    ZERO_BALLOT,
     Accept,
+    Accepted,
     CatchUpReply,
     CatchUpRequest,
     Heartbeat,
     PersistentState,
+    PreVoteReply,
+    Promise,
     Role,
     SlotValue,
     SnapshotRequest,
 )
-from tests.core.support import ballot, cycle, entry, make_node, sent, step, value
+from tests.core.support import (
+    ballot,
+    campaign,
+    cycle,
+    entry,
+    make_node,
+    role,
+    sent,
+    step,
+    value,
+)
 from tests.interaction.harness import Cluster, match
 
 
@@ -26,16 +41,43 @@ def elected(size: int = 3, **options: int) -> Cluster:
     return c
 
 
-def test_follower_learns_commit_from_the_next_accept() -> None:
+def test_follower_learns_commit_from_the_announcement_or_the_next_accept() -> None:
     c = elected()
     c.propose(1, "a")
-    c.deliver()
-    assert c.applied(1) == ["[a]"] and c.applied(2) == []
-    c.propose(1, "b")
-    (accept, _) = c.pending_of(Accept)
-    assert accept.commit == 1
+    c.deliver(slot=1)
+    assert c.applied(1) == ["[a]"] and c.applied(2) == [] and c.applied(3) == []
+    announcements = c.pending_of(Accept)
+    assert [(m.dst, m.entries, m.commit) for m in announcements] == [(2, (), 1), (3, (), 1)]
     c.deliver(match(Accept, dst=2))
-    assert c.applied(2) == ["[a]"], "slot 1 learned from the commit piggybacked on phase 2"
+    assert c.applied(2) == ["[a]"], "slot 1 learned from the leader's commit announcement"
+    c.drop(match(Accept, dst=3))
+    c.propose(1, "b")
+    (_, accept) = c.pending_of(Accept)
+    assert accept.dst == 3 and accept.commit == 1
+    c.deliver(match(Accept, dst=3))
+    assert c.applied(3) == ["[a]"], "announcement lost: commit piggybacked on phase 2"
+
+
+def test_leader_announces_its_commit_at_once_and_gets_no_reply() -> None:
+    leader = make_node(node_id=1)
+    pre_ballot = campaign(leader)
+    step(leader, PreVoteReply(2, 1, pre_ballot, True, ZERO_BALLOT))
+    b = leader.promised
+    step(leader, Promise(2, 1, b, True, b, (), 0))
+    assert role(leader) is Role.LEADER
+    leader.propose(b"a", b"")
+    assert [m.entries for m in sent(cycle(leader), Accept)] == [(SlotValue(1, value("a")),)] * 2
+    leader.step(Accepted(2, 1, b, True, b, (1,)))
+    ready = cycle(leader)
+    assert ready.chosen == (SlotValue(1, value("a")),)
+    assert ready.messages == (Accept(1, 2, b, (), 1), Accept(1, 3, b, (), 1)), ready.messages
+    assert cycle(leader).is_empty(), "announced once"
+
+    follower = make_node(node_id=2)
+    step(follower, Accept(1, 2, b, (SlotValue(1, value("a")),), 0))
+    ready = step(follower, Accept(1, 2, b, (), 1))
+    assert ready.chosen == (SlotValue(1, value("a")),)
+    assert ready.messages == (), "an Accept without entries gets no Accepted"
 
 
 def test_follower_learns_commit_from_a_heartbeat() -> None:
@@ -156,9 +198,9 @@ def stale_leader_learns_from_catch_up() -> Cluster:
     c = elected(5)
     c.propose(1, "a")
     c.drop(lambda m: m.dst in (4, 5))
-    c.deliver()
+    c.deliver(lambda m: m.dst != 4)  # n5 learns slot 1 from the commit announcement
     c.tick(1, 2)
-    c.drop(match(dst=4))
+    c.drop(match(dst=4))  # n4 hears nothing of slot 1: announcement and heartbeat are lost
     c.deliver()
     c.partition({2, 4, 5}, {1, 3})
     c.tick(2, 10)
@@ -180,15 +222,13 @@ def stale_leader_learns_from_catch_up() -> Cluster:
     c.deliver()
     assert c.leaders() == [3, 4]
     c.propose(3, "v")
-    c.deliver()
-    c.tick(3, 2)
-    c.deliver()
+    c.deliver()  # n1 and n2 learn v from n3's commit announcement
     c.heal()
     c.tick(4, 2)  # n4 retries its catch-up request; only that exchange gets through
+    c.drop(lambda m: not isinstance(m, CatchUpRequest))
     c.deliver(type=(CatchUpRequest, CatchUpReply))
-    c.drop()
     c.partition({1, 2, 3}, {4, 5})
-    return c
+    return c  # what n4 sent on learning slot 2 (a leader's commit announcement) is pending
 
 
 def test_stale_leader_scenario_preconditions() -> None:
@@ -200,6 +240,7 @@ def test_stale_leader_scenario_preconditions() -> None:
     # a higher ballot took over, so it stopped leading before vouching for slot 2.
     assert c.node(4).role is Role.FOLLOWER and c.node(4).promised == ballot("2.4")
     assert c.node(4).commit == 2
+    assert c.pending() == [], "n4 announced no commit: it no longer leads"
     assert c.node(5).log[2] == entry(2, "2.4", "w")
     assert c.applied(5) == ["[a]"]
 
@@ -210,7 +251,8 @@ def test_follower_never_learns_a_value_that_was_not_chosen() -> None:
     value won one of its slots must stop leading, or _learn_commit would mark n5's stale
     w@2.4 chosen: n5 would apply w, the rest v."""
     c = stale_leader_learns_from_catch_up()
-    c.tick(4, 2)  # a leader would send Heartbeat 4->5 ballot=2.4 commit=2 now
+    c.deliver()  # a leader would have announced at once: Accept 4->5 ballot=2.4 commit=2
+    c.tick(4, 2)  # and sent Heartbeat 4->5 ballot=2.4 commit=2 now
     c.deliver()
     # n5 is still cut off from the majority: it may lag, but never apply anything else.
     assert c.applied(2)[: len(c.applied(5))] == c.applied(5), (c.applied(5), c.applied(2))

@@ -108,10 +108,12 @@ def test_unacknowledged_accepts_are_resent_with_the_heartbeat() -> None:
     c.deliver(match(Accept, dst=2))
     c.deliver(match(Accepted))
     assert c.applied(1) == ["[a]"], "chosen by n1 and n2"
+    announcements = c.pending_of(Accept)
+    assert [(m.dst, m.entries, m.commit) for m in announcements] == [(2, (), 1), (3, (), 1)]
     c.tick(1, 2)
-    assert not c.pending(match(Accept)), "chosen slots are not resent; n3 learns by catch-up"
+    assert c.pending_of(Accept) == announcements, "chosen slots are not resent"
     c.propose(1, "b")
-    c.drop(match(Accept))
+    c.drop(match(Accept))  # b's Accepts and both announcements: n3 learns a by catch-up
     c.tick(1, 2)
     resent = c.pending_of(Accept)
     assert [(m.dst, [sv.slot for sv in m.entries]) for m in resent] == [

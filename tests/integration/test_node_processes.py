@@ -4,6 +4,7 @@ follower loses nothing acknowledged; garbage on every port leaves the nodes serv
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -63,6 +64,19 @@ def test_every_node_accepts_records_and_replicas_agree(tmp_path: Path) -> None:
         )
         assert status.returncode == 0, status.stdout + status.stderr
         assert "replicas agree" in status.stdout, status.stdout
+        as_json = subprocess.run(
+            [*CLI, "status", "--json", "--data-dir", str(cluster.nodes[2].data_dir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows = json.loads(as_json.stdout)
+        assert sorted(r["node_id"] for r in rows) == [1, 2, 3]
+        assert sum(r["role"] == "leader" for r in rows) == 1
+        assert len({(r["applied_slot"], r["running_hash"]) for r in rows}) == 1
+        for node in cluster.nodes.values():
+            mode = (node.data_dir / "sequencer.sock").stat().st_mode & 0o777
+            assert mode == 0o600, oct(mode)
     states = replica_states(cluster)
     assert len(set(states.values())) == 1, states
     with Replica.open(cluster.nodes[3].data_dir / "replica.sqlite3") as replica:

@@ -61,11 +61,11 @@ def scenario_election_and_first_proposal() -> Cluster:
     assert c.node(2).leader == 1 and c.node(3).leader == 1
     c.note("phase 2 only: phase 1 already covers every slot of this leadership")
     c.propose(1, "a")
-    c.deliver()
+    c.deliver(slot=1)
     assert c.applied(1) == ["[a]"], c.applied(1)
     assert c.applied(2) == [] and c.applied(3) == []
-    c.note("followers learn the choice from the leader's commit on the next heartbeat")
-    c.tick(1, 2)
+    c.note("followers learn the choice at once from the leader's commit announcement")
+    c.note("(an Accept without entries; it gets no reply)")
     c.deliver()
     for i in (1, 2, 3):
         assert c.applied(i) == ["[a]"], (i, c.applied(i))
@@ -104,9 +104,8 @@ def scenario_dueling_proposers() -> Cluster:
     assert all(c.node(i).leader == 3 for i in (1, 2, 3))
     assert all(c.applied(i) == [] for i in (1, 2, 3))
     c.note("the client retries x at n1, which forwards it to the leader")
+    c.note("n3 announces its commit once x is chosen: n1 applies x one message later")
     c.propose(1, "x")
-    c.deliver()
-    c.tick(3, 2)
     c.deliver()
     for i in (1, 2, 3):
         assert c.applied(i) == ["[x]"], (i, c.applied(i))
@@ -130,9 +129,11 @@ def scenario_leader_change_mid_pipeline() -> Cluster:
     c.drop(match(Accept, dst=3, slot=4))
     c.deliver(match(Accept, dst=2, slot=4))
     c.drop(match(Accepted, slot=4))
-    assert not c.pool, c.pool
     assert c.applied(1) == ["[a]", "[b]"], c.applied(1)
+    c.note("n1 crashes before its commit announcements (commit=1, commit=2) leave")
     c.crash(1)
+    c.drop(type=Accept)
+    assert not c.pool, c.pool
     c.note("n2 stops hearing n1; n3 times out and campaigns")
     c.tick(2, 10)
     c.tick_until_campaign(3)
@@ -179,15 +180,14 @@ def scenario_catch_up_after_partition() -> Cluster:
     elect_node_1(c)
     c.propose(1, "a")
     c.deliver()
-    c.tick(1, 2)
-    c.deliver()
+    assert all(c.applied(i) == ["[a]"] for i in (1, 2, 3))
     c.partition({1, 2}, {3})
+    c.note("n2 learns b and c from the commit announcements; n3's are lost to the partition")
     c.propose(1, "b")
     c.propose(1, "c")
     c.deliver()
-    c.tick(1, 2)
-    c.deliver()
     assert c.applied(2) == ["[a]", "[b]", "[c]"], c.applied(2)
+    assert c.applied(3) == ["[a]"], c.applied(3)
     c.note("n3 times out; its pre-vote is lost, and it raised nobody's promise")
     c.tick_until_campaign(3)
     c.deliver()
@@ -202,8 +202,7 @@ def scenario_catch_up_after_partition() -> Cluster:
     for request_id in "def":
         c.propose(1, request_id)
     c.deliver()
-    c.tick(1, 2)
-    c.deliver()
+    assert c.applied(2) == ["[a]", "[b]", "[c]", "[d]", "[e]", "[f]"], c.applied(2)
     c.note("both n1 and n2 snapshot their state machine and forget slots 1-6")
     c.compact(1, 6)
     c.compact(2, 6)
@@ -216,10 +215,9 @@ def scenario_catch_up_after_partition() -> Cluster:
     assert c.applied(3) == ["[a]", "[b]", "[c]"], c.applied(3)
     assert c.install_snapshot(3) == 6
     c.show_log(3)
-    c.note("n3 is back in step: it proposes g (forwarded) and learns it from the commit")
+    c.note("n3 is back in step: it proposes g (forwarded) and learns it from the")
+    c.note("leader's commit announcement, one message after the leader")
     c.propose(3, "g")
-    c.deliver()
-    c.tick(1, 2)
     c.deliver()
     expected = ["[a]", "[b]", "[c]", "[d]", "[e]", "[f]", "[g]"]
     for i in (1, 2, 3):
