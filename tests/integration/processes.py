@@ -163,9 +163,9 @@ class ProcessCluster:
         self.wait_for_leader()
 
     def stop(self) -> None:
-        for node in self.nodes.values():
-            if node.process is not None and node.running:
-                node.stop()
+        """SIGTERM every running node; each must exit 0 (a clean shutdown)."""
+        codes = {n.node_id: n.stop() for n in self.nodes.values() if n.running}
+        assert all(code == 0 for code in codes.values()), (codes, self.logs())
 
     def running(self) -> list[NodeProcess]:
         return [n for n in self.nodes.values() if n.running]
