@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.sim.checkers import SimulationFailure
-from tests.sim.cluster import SimConfig, Simulation
+from tests.sim.cluster import HARSH, SimConfig, Simulation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--fault-ticks", type=int, default=SimConfig.fault_ticks)
+    parser.add_argument("--harsh", action="store_true", help="a three times busier nemesis")
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     events = deliveries = 0
     started = time.perf_counter()
     for seed in seeds:
-        sim = Simulation(SimConfig(seed=seed, nodes=args.nodes, fault_ticks=args.fault_ticks))
+        extra = HARSH if args.harsh else {}
+        sim = Simulation(
+            SimConfig(seed=seed, nodes=args.nodes, fault_ticks=args.fault_ticks, **extra)
+        )
         try:
             sim.run()
         except SimulationFailure as failure:

@@ -67,7 +67,18 @@ class SimConfig:
     options: dict[str, int] = field(default_factory=dict)
 
     def reproducer(self) -> str:
-        return f"scripts/sim.py --seed {self.seed} --nodes {self.nodes}"
+        harsh = " --harsh" if self.crash_rate == HARSH["crash_rate"] else ""
+        return f"scripts/sim.py --seed {self.seed} --nodes {self.nodes}{harsh}"
+
+
+HARSH: dict[str, float] = {
+    "crash_rate": 0.03,
+    "pause_rate": 0.02,
+    "slow_rate": 0.02,
+    "partition_rate": 0.02,
+}
+"""A nemesis three times as busy (``SimConfig(seed, **HARSH)``), for the broken-variant runs
+and a share of the default seeds."""
 
 
 class StateMachine:

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sim.cluster import SimConfig, Simulation
+from tests.sim.cluster import HARSH, SimConfig, Simulation
 
 SEEDS_PER_CHUNK = 50
-CHUNKS = {3: 24, 5: 16, 1: 1}
-"""3-node and 5-node clusters get 1,200 and 800 seeds by default; a 1-node cluster 50."""
+CHUNKS = {(3, False): 24, (5, False): 16, (1, False): 1, (3, True): 4, (5, True): 2}
+"""(nodes, harsh) -> chunks: 1,200 and 800 seeds for 3- and 5-node clusters, 50 for one
+node, and 300 more under the harsh nemesis."""
 
 
 @pytest.mark.parametrize(
-    ("nodes", "chunk"),
-    [(nodes, chunk) for nodes, chunks in CHUNKS.items() for chunk in range(chunks)],
+    ("nodes", "harsh", "chunk"),
+    [(nodes, harsh, chunk) for (nodes, harsh), chunks in CHUNKS.items() for chunk in range(chunks)],
 )
-def test_seeds(nodes: int, chunk: int) -> None:
+def test_seeds(nodes: int, harsh: bool, chunk: int) -> None:
     acked = 0
+    extra = HARSH if harsh else {}
     for seed in range(chunk * SEEDS_PER_CHUNK, (chunk + 1) * SEEDS_PER_CHUNK):
-        sim = Simulation(SimConfig(seed=seed, nodes=nodes)).run()
+        sim = Simulation(SimConfig(seed=seed, nodes=nodes, **extra)).run()
         acked += len(sim.checker.acked)
         assert sim.checker.reads_checked > 0, seed
     # A run that acknowledges nothing would make every check above vacuous.

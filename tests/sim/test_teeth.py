@@ -14,9 +14,9 @@ from relstorage_paxos.core import Ballot, Node, Persist, PersistentState, Role
 from relstorage_paxos.core.node import _Leadership
 from relstorage_paxos.log.store import MemoryLogStore
 from tests.sim.checkers import SimulationFailure
-from tests.sim.cluster import SimConfig, SimNode, Simulation
+from tests.sim.cluster import HARSH, SimConfig, SimNode, Simulation
 
-SEED_BUDGET = 300
+SEED_BUDGET = 500
 
 
 class ForgetsPromiseOnRestart(SimNode):
@@ -66,7 +66,8 @@ class LeaderSkipsPhase1(SimNode):
 def test_broken_variant_is_caught(variant: type[SimNode], nodes: int) -> None:
     for seed in range(SEED_BUDGET):
         try:
-            Simulation(SimConfig(seed=seed, nodes=nodes), node_factory=variant).run()
+            config = SimConfig(seed=seed, nodes=nodes, **HARSH)
+            Simulation(config, node_factory=variant).run()
         except SimulationFailure as failure:
             print(f"{variant.__name__} ({nodes} nodes) caught at seed {seed}: {failure}")
             return
