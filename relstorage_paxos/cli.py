@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--history-free", dest="keep_history", action="store_false")
     init.add_argument("--listen", default="", help="bind address for peers (default: own member)")
     init.add_argument("--sequencer-tcp", default="", help="also serve apps on this TCP address")
+    init.add_argument(
+        "--http-status", default="", help="serve /status and /metrics on this address"
+    )
     init.add_argument("--tick", type=float, default=NodeSettings.tick_s, metavar="SECONDS")
     init.add_argument(
         "--election-timeout", type=float, default=NodeSettings.election_timeout_s, metavar="SECONDS"
@@ -101,6 +104,7 @@ def _init(args: argparse.Namespace) -> int:
         members=members,
         listen=args.listen,
         sequencer_tcp=args.sequencer_tcp,
+        http_status=args.http_status,
         tick_s=args.tick,
         election_timeout_s=args.election_timeout,
         heartbeat_interval_s=args.heartbeat_interval,

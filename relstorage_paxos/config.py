@@ -42,6 +42,8 @@ class NodeSettings:
     """Where this node's peer server binds; its member address when empty."""
     sequencer_tcp: str = ""
     """An optional TCP address for the Sequencer service (the Unix socket is always on)."""
+    http_status: str = ""
+    """An optional address for the read-only HTTP endpoint (``/status``, ``/metrics``)."""
     tick_s: float = 0.05
     election_timeout_s: float = 1.0
     heartbeat_interval_s: float = 0.1
@@ -101,6 +103,8 @@ def validate(settings: NodeSettings, source: str) -> NodeSettings:
         _check_address(settings.listen, "listen", bad)
     if settings.sequencer_tcp:
         _check_address(settings.sequencer_tcp, "sequencer-tcp", bad)
+    if settings.http_status:
+        _check_address(settings.http_status, "http-status", bad)
     if not 0.001 <= settings.tick_s <= 1.0:
         raise bad("tick", f"{settings.tick_s} s is outside 0.001-1 s")
     if settings.heartbeat_interval_s < settings.tick_s:
@@ -136,6 +140,7 @@ _KEYS = {
     "keep-history": ("keep_history", bool),
     "listen": ("listen", str),
     "sequencer-tcp": ("sequencer_tcp", str),
+    "http-status": ("http_status", str),
     "tick": ("tick_s", float),
     "election-timeout": ("election_timeout_s", float),
     "heartbeat-interval": ("heartbeat_interval_s", float),

@@ -26,8 +26,9 @@ from pathlib import Path
 
 from relstorage_paxos.core import Message, Node, NodeOptions, Ready, Role, SnapshotRequest
 from relstorage_paxos.log.store import LogStore
-from relstorage_paxos.replica import Outcome, Queued, RecordedOutcome, Replica
+from relstorage_paxos.replica import Conflict, Outcome, Queued, RecordedOutcome, Replica
 from relstorage_paxos.runtime.clock import Clock
+from relstorage_paxos.runtime.metrics import NodeMetrics
 from relstorage_paxos.transport.port import Transport
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class NodeRuntime:
             target=self._run, name=f"paxos-node-{self.node_id}", daemon=True
         )
         self._failure: BaseException | None = None
+        self.metrics = NodeMetrics(self.node_id)
+        self._last_leader: int | None = None
         self.status = self._make_status()
 
     # ------------------------------------------------------------------ public, any thread
@@ -221,10 +224,17 @@ class NodeRuntime:
         self.status = self._make_status()
 
     def _apply(self, ready: Ready) -> None:
+        metrics = self.metrics
         for sv in ready.chosen:
             proposals = [(p.request_id, p.payload) for p in sv.value]
+            started = self._clock.monotonic()
             outcomes = self._replica.apply_slot(sv.slot, proposals)
+            metrics.apply_seconds.observe(self._clock.monotonic() - started)
+            metrics.slots_applied.inc()
+            metrics.records_applied.inc(len(proposals))
             for (request_id, _), outcome in zip(proposals, outcomes, strict=True):
+                if isinstance(outcome, Conflict):
+                    metrics.conflicts.inc()
                 self._resolve_proposal(request_id, sv.slot, outcome)
             self._resolve_lock_waiters(sv.slot)
         for rs in ready.read_states:
@@ -282,6 +292,7 @@ class NodeRuntime:
             waiting.futures.append(future)
             return
         self._proposals[request_id] = _Waiting(payload, [future], self._ticks)
+        self.metrics.proposals.inc()
         self._core.propose(request_id, payload)
 
     def _read_index(self, future: Future[int]) -> None:
@@ -330,6 +341,7 @@ class NodeRuntime:
         self._replica = Replica.install_snapshot(path, replica_path, keep_history)
         path.unlink(missing_ok=True)
         logger.info("node %d installed a snapshot at slot %d", self.node_id, slot)
+        self.metrics.snapshots_installed.inc()
         self._core.restore_snapshot(self._replica.applied_slot)
         self._resolve_barriers()
 
@@ -343,6 +355,20 @@ class NodeRuntime:
 
     def _make_status(self) -> NodeStatus:
         core = self._core
+        metrics = self.metrics
+        if core.leader != self._last_leader and core.leader is not None:
+            metrics.leader_changes.inc()
+            logger.info(
+                "node %d: leader is now node %d (ballot %s)",
+                self.node_id,
+                core.leader,
+                core.promised,
+            )
+        self._last_leader = core.leader
+        metrics.is_leader.set(1 if core.role is Role.LEADER else 0)
+        metrics.chosen_slot.set(core.commit)
+        metrics.applied_slot.set(self._replica.applied_slot)
+        metrics.lag_slots.set(core.commit - self._replica.applied_slot)
         return NodeStatus(
             node_id=self.node_id,
             role=core.role.value,

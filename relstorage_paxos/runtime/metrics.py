@@ -1,0 +1,54 @@
+"""A node's Prometheus metrics, in a registry of its own (several nodes may share a process
+in tests and in the embedded mode, so nothing goes into prometheus_client's global one).
+
+Owns: metric names and their meaning. Updated by the runtime's loop thread; read by the HTTP
+status endpoint's threads (prometheus_client's metrics are thread-safe).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class NodeMetrics:
+    def __init__(self, node_id: int) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"node": str(node_id)}
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, labels, registry=self.registry).labels(**labels)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, labels, registry=self.registry).labels(**labels)
+
+        self.proposals = counter(
+            "relstorage_paxos_proposals", "Records proposed at this node (retries not counted)."
+        )
+        self.slots_applied = counter(
+            "relstorage_paxos_slots_applied", "Chosen log slots applied to this replica."
+        )
+        self.records_applied = counter(
+            "relstorage_paxos_records_applied", "Records applied (a slot holds a batch)."
+        )
+        self.conflicts = counter(
+            "relstorage_paxos_conflicts", "Commits refused at apply because of a conflict."
+        )
+        self.leader_changes = counter(
+            "relstorage_paxos_leader_changes", "Times this node saw the leader change."
+        )
+        self.snapshots_installed = counter(
+            "relstorage_paxos_snapshots_installed", "Replica snapshots installed from peers."
+        )
+        self.apply_seconds = Histogram(
+            "relstorage_paxos_apply_seconds",
+            "Time to apply one chosen slot to the replica.",
+            labels,
+            registry=self.registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
+        ).labels(**labels)
+        self.chosen_slot = gauge("relstorage_paxos_chosen_slot", "Highest slot known chosen.")
+        self.applied_slot = gauge("relstorage_paxos_applied_slot", "Last slot applied here.")
+        self.lag_slots = gauge(
+            "relstorage_paxos_lag_slots", "Slots known chosen but not yet applied here."
+        )
+        self.is_leader = gauge("relstorage_paxos_is_leader", "1 while this node leads.")
