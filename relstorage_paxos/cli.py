@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from relstorage_paxos import config
@@ -165,11 +164,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _json(view: StatusView | str) -> dict[str, object]:
-    if isinstance(view, str):
-        return {"error": view}
-    data = asdict(view)
-    data["running_hash"] = view.running_hash.hex()
-    return data
+    return {"error": view} if isinstance(view, str) else view.to_json()
 
 
 def _table(views: Sequence[StatusView | str]) -> str:

@@ -126,3 +126,13 @@ class SnapshotTransferError(PaxosError):
     No partial file is left behind. Not a ``TransientError``: no ZODB transaction is
     involved; the runtime retries the fetch, from the same or another peer.
     """
+
+
+class ReplicaTooStaleError(PaxosTransientError):
+    """Under ``consistency local``, the node has not been in sync with a leader for longer
+    than ``max-lag``: the read is refused rather than served from data that old."""
+
+
+class NotReplicatedError(PaxosError):
+    """An operation the adapter cannot yet express as log records (pack, HP undo,
+    deleteObject, zap_all): it is refused, never run against one replica only."""

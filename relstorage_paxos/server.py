@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Final
 
+import apsw
 import grpc
 
 from relstorage_paxos import config
@@ -31,13 +32,16 @@ from relstorage_paxos.errors import (
     OutcomeUnknownError,
     RequestRejectedError,
 )
+from relstorage_paxos.http_status import StatusHttpServer
 from relstorage_paxos.log.sqlite_store import SqliteLogStore
 from relstorage_paxos.replica import (
     Allocated,
     AllocateOids,
+    ExpireLeases,
     Record,
     Replica,
     decode_record,
+    earliest_lease_until_us,
     encode_outcome,
     encode_record,
 )
@@ -57,6 +61,10 @@ OID_BLOCK: Final = 1000
 """OIDs a node reserves per AllocateOids record and hands out to its app processes."""
 
 SOFTWARE_VERSION: Final = "0.1.0.dev0"
+
+LEASE_CHECK_S: Final = 1.0
+"""How often the leader looks for object locks whose lease has run out (DESIGN.md §3,
+ExpireLeases): a lock outlives its lease by at most this plus one proposal."""
 
 
 def init_data_dir(data_dir: Path, settings: NodeSettings) -> None:
@@ -121,6 +129,11 @@ class NodeServer:
         self._oid_next = 0
         self._oid_end = 0
         self._grpc: grpc.Server | None = None
+        self._http: StatusHttpServer | None = None
+        self._stopping = threading.Event()
+        self._lease_thread = threading.Thread(
+            target=self._expire_leases_loop, name=f"lease-expiry-{s.node_id}", daemon=True
+        )
         try:
             self._log_store = SqliteLogStore(
                 data_dir / config.LOG_FILE, cluster_id=s.cluster_id, node_id=s.node_id
@@ -187,6 +200,14 @@ class NodeServer:
             server.add_insecure_port(self.settings.sequencer_tcp)
         server.start()
         self._grpc = server
+        self._lease_thread.start()
+        if self.settings.http_status:
+            self._http = StatusHttpServer(
+                self.settings.http_status,
+                lambda: self.status().to_json(),
+                self.runtime.metrics.registry,
+            )
+            self._http.start()
         logger.info(
             "node %d of cluster %s serving: peers on %s, sequencer on %s",
             self.settings.node_id,
@@ -196,6 +217,12 @@ class NodeServer:
         )
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        if self._lease_thread.is_alive():
+            self._lease_thread.join()
         if self._grpc is not None:
             self._grpc.stop(grace=1.0).wait()
             self._grpc = None
@@ -204,6 +231,41 @@ class NodeServer:
         self._log_store.close()
         self.socket_path.unlink(missing_ok=True)
         self._lock.release()
+
+    # ------------------------------------------------------------------ lock leases
+
+    def _expire_leases_loop(self) -> None:
+        """While this node leads: propose ExpireLeases{now} when a lock's lease has run out.
+        The time is the leader's clock, read once and written into the record; holders
+        chose their leases on their own clocks, so clock skew between nodes shortens or
+        lengthens leases by as much (the lease length leaves room for that)."""
+        db = apsw.Connection(
+            str(self.data_dir / config.REPLICA_FILE), flags=apsw.SQLITE_OPEN_READONLY
+        )
+        try:
+            while not self._stopping.wait(LEASE_CHECK_S):
+                if self.runtime.status.role != "leader" or self.runtime.failure is not None:
+                    continue
+                earliest = earliest_lease_until_us(db)
+                now_us = time.time_ns() // 1000
+                if earliest is not None and earliest < now_us:
+                    self._propose_expiry(now_us)
+        except Exception:
+            logger.exception("node %d: lease expiry stopped", self.settings.node_id)
+        finally:
+            db.close()
+
+    def _propose_expiry(self, now_us: int) -> None:
+        request_id = b"expire-" + os.urandom(16)
+        record = encode_record(Record(request_id, ExpireLeases(now_us)))
+        try:
+            applied = self.runtime.propose(request_id, record).result(timeout=LEASE_CHECK_S * 5)
+        except futures.TimeoutError:
+            logger.info("node %d: ExpireLeases not applied yet; will retry", self.settings.node_id)
+            return
+        logger.info(
+            "node %d: expired leases at %d: %s", self.settings.node_id, now_us, applied.outcome
+        )
 
     # ------------------------------------------------------------------ snapshots
 

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("version", "request_id", "lock_objects", "commit_txn", "release_txn", "expire_leases", "allocate_oids", "noop")
+    __slots__ = ("version", "request_id", "lock_objects", "commit_txn", "release_txn", "expire_leases", "allocate_oids", "noop", "restore_txn")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOCK_OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class Record(_message.Message):
     EXPIRE_LEASES_FIELD_NUMBER: _ClassVar[int]
     ALLOCATE_OIDS_FIELD_NUMBER: _ClassVar[int]
     NOOP_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_TXN_FIELD_NUMBER: _ClassVar[int]
     version: int
     request_id: bytes
     lock_objects: LockObjects
@@ -24,7 +25,8 @@ class Record(_message.Message):
     expire_leases: ExpireLeases
     allocate_oids: AllocateOids
     noop: Noop
-    def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ...) -> None: ...
+    restore_txn: RestoreTxn
+    def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ..., restore_txn: _Optional[_Union[RestoreTxn, _Mapping]] = ...) -> None: ...
 
 class LockObjects(_message.Message):
     __slots__ = ("txn_id", "node_id", "write_oids", "read_current_oids", "lease_until_us")
@@ -75,6 +77,34 @@ class CommitTxn(_message.Message):
     writes: _containers.RepeatedCompositeFieldContainer[ObjectWrite]
     blobs: _containers.RepeatedCompositeFieldContainer[BlobWrite]
     def __init__(self, txn_id: _Optional[bytes] = ..., timestamp_us: _Optional[int] = ..., user: _Optional[bytes] = ..., description: _Optional[bytes] = ..., extension: _Optional[bytes] = ..., writes: _Optional[_Iterable[_Union[ObjectWrite, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobWrite, _Mapping]]] = ...) -> None: ...
+
+class RestoredObject(_message.Message):
+    __slots__ = ("oid", "state")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    oid: int
+    state: bytes
+    def __init__(self, oid: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
+
+class RestoreTxn(_message.Message):
+    __slots__ = ("txn_id", "tid", "user", "description", "extension", "packed", "objects", "blobs")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    EXTENSION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    txn_id: bytes
+    tid: int
+    user: bytes
+    description: bytes
+    extension: bytes
+    packed: bool
+    objects: _containers.RepeatedCompositeFieldContainer[RestoredObject]
+    blobs: _containers.RepeatedCompositeFieldContainer[BlobWrite]
+    def __init__(self, txn_id: _Optional[bytes] = ..., tid: _Optional[int] = ..., user: _Optional[bytes] = ..., description: _Optional[bytes] = ..., extension: _Optional[bytes] = ..., packed: _Optional[bool] = ..., objects: _Optional[_Iterable[_Union[RestoredObject, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobWrite, _Mapping]]] = ...) -> None: ...
 
 class ReleaseTxn(_message.Message):
     __slots__ = ("txn_id",)

@@ -18,6 +18,7 @@ from relstorage_paxos.replica.codec import (
     encode_record,
 )
 from relstorage_paxos.replica.dump import LogicalDump, logical_dump
+from relstorage_paxos.replica.locks import earliest_lease_until_us
 from relstorage_paxos.replica.outcomes import (
     Allocated,
     Committed,
@@ -45,6 +46,8 @@ from relstorage_paxos.replica.records import (
     Record,
     RecordBody,
     ReleaseTxn,
+    RestoredObject,
+    RestoreTxn,
 )
 from relstorage_paxos.replica.tids import next_tid, tid_of
 
@@ -77,9 +80,12 @@ __all__ = [
     "Released",
     "Replica",
     "ReplicaOptions",
+    "RestoreTxn",
+    "RestoredObject",
     "StaleWrite",
     "decode_outcome",
     "decode_record",
+    "earliest_lease_until_us",
     "encode_outcome",
     "encode_record",
     "logical_dump",

@@ -55,6 +55,7 @@ from relstorage_paxos.replica.records import (
     LockObjects,
     Noop,
     ReleaseTxn,
+    RestoreTxn,
 )
 from relstorage_paxos.replica.tids import next_tid
 from relstorage_paxos.replica.writer import ObjectWriter
@@ -349,6 +350,8 @@ class Replica:
                 return self._lock_objects(request_id, body)
             case CommitTxn():
                 return self._commit_txn(slot, body, state)
+            case RestoreTxn():
+                return self._restore_txn(slot, body, state)
             case ReleaseTxn():
                 return Released(self._release(slot, body.txn_id, "released"))
             case ExpireLeases():
@@ -388,6 +391,21 @@ class Replica:
         self._writer.clear()
         state.last_tid = tid
         return Committed(tid, self._release(slot, commit.txn_id, "committed"))
+
+    def _restore_txn(self, slot: int, restore: RestoreTxn, state: _SlotState) -> RecordedOutcome:
+        held = self._locks.granted_oids(restore.txn_id) or {}
+        unlocked = sorted(o.oid for o in restore.objects if not held.get(o.oid, False))
+        if unlocked:
+            return Conflict(
+                f"txn {restore.txn_id.hex()} holds no exclusive lock on oids {unlocked[:20]}"
+            )
+        if restore.tid <= state.last_tid:
+            # Pollers read changes by tid > the last tid they saw: an earlier tid appearing
+            # now would never reach them.
+            return Rejected(f"restore tid {restore.tid} is not after last tid {state.last_tid}")
+        self._writer.restore(restore)
+        state.last_tid = restore.tid
+        return Committed(restore.tid, self._release(slot, restore.txn_id, "committed"))
 
     def _release(self, slot: int, txn_id: bytes, why: str) -> tuple[bytes, ...]:
         """Drop the txn's lock request; grant what that unblocks; return the granted ids."""

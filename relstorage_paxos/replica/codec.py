@@ -41,10 +41,13 @@ from relstorage_paxos.replica.records import (
     Record,
     RecordBody,
     ReleaseTxn,
+    RestoredObject,
+    RestoreTxn,
 )
 
-RECORD_VERSION: Final = 1
-"""The record format this code writes and applies; see records.proto on when to bump it."""
+RECORD_VERSION: Final = 2
+"""The record format this code writes and applies; see records.proto on when to bump it.
+2: RestoreTxn."""
 
 
 def encode_record(record: Record) -> bytes:
@@ -73,6 +76,24 @@ def encode_record(record: Record) -> bytes:
                     writes=[
                         pb.ObjectWrite(oid=w.oid, prev_tid=w.prev_tid, state=w.state)
                         for w in body.writes
+                    ],
+                    blobs=[pb.BlobWrite(oid=b.oid, data=b.data) for b in body.blobs],
+                )
+            )
+        case RestoreTxn():
+            message.restore_txn.CopyFrom(
+                pb.RestoreTxn(
+                    txn_id=body.txn_id,
+                    tid=body.tid,
+                    user=body.user,
+                    description=body.description,
+                    extension=body.extension,
+                    packed=body.packed,
+                    objects=[
+                        pb.RestoredObject(oid=o.oid)
+                        if o.state is None
+                        else pb.RestoredObject(oid=o.oid, state=o.state)
+                        for o in body.objects
                     ],
                     blobs=[pb.BlobWrite(oid=b.oid, data=b.data) for b in body.blobs],
                 )
@@ -129,6 +150,21 @@ def _decode_body(message: pb.Record) -> RecordBody:
             extension=commit.extension,
             writes=tuple(ObjectWrite(w.oid, w.prev_tid, w.state) for w in commit.writes),
             blobs=tuple(BlobWrite(b.oid, b.data) for b in commit.blobs),
+        )
+    if kind == "restore_txn":
+        restore = message.restore_txn
+        return RestoreTxn(
+            txn_id=restore.txn_id,
+            tid=restore.tid,
+            user=restore.user,
+            description=restore.description,
+            extension=restore.extension,
+            packed=restore.packed,
+            objects=tuple(
+                RestoredObject(o.oid, o.state if o.HasField("state") else None)
+                for o in restore.objects
+            ),
+            blobs=tuple(BlobWrite(b.oid, b.data) for b in restore.blobs),
         )
     if kind == "release_txn":
         return ReleaseTxn(txn_id=message.release_txn.txn_id)

@@ -150,3 +150,15 @@ class LockTable:
             return False
         self._db.execute("UPDATE paxos_lock_request SET granted = 1 WHERE txn_id = ?", (txn_id,))
         return True
+
+
+def earliest_lease_until_us(db: apsw.Connection) -> int | None:
+    """The earliest ``lease_until_us`` of any lock request, held or waiting; None if there is
+    none. The leader reads it on a read-only connection of its own to propose ExpireLeases
+    only when some lease has run out (replicated state, so any node's answer is the same at
+    the same slot)."""
+    row = db.execute("SELECT MIN(lease_until_us) FROM paxos_lock_request").fetchone()
+    assert row is not None
+    (earliest,) = row
+    assert earliest is None or isinstance(earliest, int), earliest
+    return earliest

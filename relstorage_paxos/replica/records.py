@@ -105,6 +105,50 @@ class CommitTxn:
 
 
 @dataclass(frozen=True, slots=True)
+class RestoredObject:
+    """An object's state as a restore copies it: ``state`` None records that the object does
+    not exist as of this transaction (history-preserving "uncreation"; history-free deletes
+    the row), as ``IStorageRestoreable.restore`` allows."""
+
+    oid: int
+    state: bytes | None
+
+    def __post_init__(self) -> None:
+        _check_oids("oid", (self.oid,))
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreTxn:
+    """Restore (``copyTransactionsFrom``, zodbconvert): write ``objects`` under the given
+    ``tid``, with no ``prev_tid`` check. Like CommitTxn, it needs the txn's exclusive locks on
+    every OID it writes (so no running transaction's view of them changes under it), and the
+    tid must follow every tid already applied (pollers need tids to appear in order)."""
+
+    txn_id: bytes
+    tid: int
+    user: bytes
+    description: bytes
+    extension: bytes
+    packed: bool
+    objects: tuple[RestoredObject, ...]
+    blobs: tuple[BlobWrite, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_id("txn_id", self.txn_id)
+        if not 0 < self.tid <= MAX_OID:
+            raise MalformedRecord(f"tid {self.tid} outside 1..{MAX_OID}")
+        oids = [o.oid for o in self.objects]
+        if len(set(oids)) != len(oids):
+            raise MalformedRecord("an oid appears twice in objects")
+        blob_oids = [blob.oid for blob in self.blobs]
+        if len(set(blob_oids)) != len(blob_oids):
+            raise MalformedRecord("an oid appears twice in blobs")
+        orphans = set(blob_oids) - set(oids)
+        if orphans:
+            raise MalformedRecord(f"blobs for oids not in objects: {sorted(orphans)}")
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseTxn:
     """tpc_abort: drop the txn's locks or its waiting lock request."""
 
@@ -142,7 +186,7 @@ class Noop:
     """A new leader's first record: it changes only the slot and the running hash."""
 
 
-RecordBody = LockObjects | CommitTxn | ReleaseTxn | ExpireLeases | AllocateOids | Noop
+RecordBody = LockObjects | CommitTxn | RestoreTxn | ReleaseTxn | ExpireLeases | AllocateOids | Noop
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,11 +29,14 @@ from relstorage.adapters.txncontrol import (  # type: ignore[import-untyped]
 
 from relstorage_paxos.replica._dbapi import Connection, ConnectionManager, Driver, make_options
 from relstorage_paxos.replica.outcomes import StaleWrite
-from relstorage_paxos.replica.records import CommitTxn
+from relstorage_paxos.replica.records import CommitTxn, RestoreTxn
 
 # RelStorage's SQLite mover keeps one chunk per blob (``_upload_blob_uses_chunks = False``)
 # and inserts it with this statement when uploading to the TEMP table (tid None).
 _INSERT_TEMP_BLOB: Final = "INSERT INTO temp_blob_chunk (zoid, chunk_num, chunk) VALUES (?, 0, ?)"
+
+RESTORE_BATCH_ROWS: Final = 100
+"""Rows per statement when restoring; the batcher's SQL has one parameter set per row."""
 
 _STALE_WRITES_HF: Final = """
     SELECT temp_store.zoid, temp_store.prev_tid, COALESCE(object_state.tid, 0)
@@ -91,6 +94,37 @@ class ObjectWriter:
         )
         self._mover.move_from_temp(self._cursor, tid, bool(commit.blobs))
         self._mover.update_current(self._cursor, tid)
+
+    def restore(self, restore: RestoreTxn) -> None:
+        """Write a restored transaction under its own tid, as RelStorage's restore path does
+        (``mover.restore`` with its batcher, blobs straight into ``blob_chunk``, then the HP
+        transaction row and current pointers). A restored state replaces whatever the
+        object had at that tid; None removes (HF) or "uncreates" (HP) it."""
+        cursor = self._cursor
+        self._txncontrol.add_transaction(
+            cursor,
+            restore.tid,
+            restore.user,
+            restore.description,
+            restore.extension,
+            restore.packed,
+        )
+        batcher = self._mover.make_batcher(cursor, RESTORE_BATCH_ROWS)
+        for obj in restore.objects:
+            self._mover.restore(cursor, batcher, obj.oid, restore.tid, obj.state)
+        batcher.flush()
+        for blob in restore.blobs:
+            if self._keep_history:
+                cursor.execute(
+                    "DELETE FROM blob_chunk WHERE zoid = ? AND tid = ?", (blob.oid, restore.tid)
+                )
+            else:
+                cursor.execute("DELETE FROM blob_chunk WHERE zoid = ?", (blob.oid,))
+            cursor.execute(
+                "INSERT INTO blob_chunk (zoid, tid, chunk_num, chunk) VALUES (?, ?, 0, ?)",
+                (blob.oid, restore.tid, blob.data),
+            )
+        self._mover.update_current(cursor, restore.tid)
 
     def clear(self) -> None:
         """Empty the TEMP tables, as RelStorage does before every commit or rollback."""

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Final, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -70,6 +70,12 @@ class StatusView:
     uptime_s: float
     software_version: str
     peers: tuple[PeerView, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        """The view as JSON-ready values (``status --json`` and the HTTP ``/status``)."""
+        data = asdict(self)
+        data["running_hash"] = self.running_hash.hex()
+        return data
 
 
 class SequencerBackend(Protocol):

@@ -126,11 +126,19 @@ class NodeProcess:
 
 class ProcessCluster:
     def __init__(
-        self, root: Path, size: int, *, keep_history: bool = False, cluster_id: str = "test"
-    ):
+        self,
+        root: Path,
+        size: int,
+        *,
+        keep_history: bool = False,
+        cluster_id: str = "test",
+        http_status: bool = False,
+    ) -> None:
         self.root = root
         self.cluster_id = cluster_id
-        ports = free_ports(size)
+        ports = free_ports(2 * size)
+        self.http_addresses = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[size:])}
+        ports = ports[:size]
         members = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports)}
         self.nodes: dict[int, NodeProcess] = {}
         for node_id, address in members.items():
@@ -154,6 +162,8 @@ class ProcessCluster:
             ]
             for other, other_address in members.items():
                 args += ["--member", f"{other}={other_address}"]
+            if http_status:
+                args += ["--http-status", self.http_addresses[node_id]]
             subprocess.run(args, check=True, capture_output=True)
             self.nodes[node_id] = NodeProcess(node_id, data_dir, address, cluster_id)
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -213,3 +214,17 @@ def test_serve_refuses_python_optimize(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "python -O" in result.stderr
+
+
+def test_http_status_and_metrics(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 1, http_status=True) as cluster:
+        node = cluster.nodes[1]
+        propose_until_acked(node, b"one")
+        base = f"http://{cluster.http_addresses[1]}"
+        with urllib.request.urlopen(f"{base}/status", timeout=5) as reply:
+            status = json.load(reply)
+        assert status["role"] == "leader" and status["applied_slot"] >= 1, status
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
+            metrics = reply.read().decode()
+        assert 'relstorage_paxos_is_leader{node="1"} 1.0' in metrics
+        assert "relstorage_paxos_apply_seconds_bucket" in metrics

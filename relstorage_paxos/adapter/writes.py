@@ -1,0 +1,252 @@
+"""The write side of DESIGN.md §4: vote, finish and abort as proposals.
+
+Owns: the records a ZODB transaction proposes (LockObjects at vote, CommitTxn at finish,
+ReleaseTxn at abort), their request ids, retries and deadlines, and the lock lease.
+
+The contract with the applier (relstorage_paxos.replica):
+- ``lock``: LockObjects for every OID in the store connection's ``temp_store`` (exclusive) and
+  every readCurrent OID (shared). The node answers only once the request is granted and
+  applied on this node; so every commit that touched those OIDs before is in the local
+  replica and, while the locks are held, no other can be: the replica is authoritative for
+  them, and RelStorage's stock conflict detection and resolution run against it.
+- ``commit``: CommitTxn from ``temp_store``/``temp_blob_chunk`` and the transaction's
+  user/description/extension; answered once applied on this node (read-your-writes), with
+  the tid the applier assigned. The applier re-checks the locks and every ``prev_tid``; with
+  the locks held since vote neither check can fail, because no one else could write those
+  OIDs and vote checked (or resolved) every ``prev_tid`` against the authoritative replica.
+  The one way to lose the locks is their lease (``lock-lease``): a transaction that takes
+  longer than that from vote to finish is refused at finish with a ConflictError rather
+  than overwrite someone else's work.
+- ``restore``: RestoreTxn, the same for a restored transaction (copyTransactionsFrom,
+  zodbconvert): its own tid, no ``prev_tid`` (the applier checks the tid follows every tid
+  applied so far, and the locks).
+- ``release``: ReleaseTxn, for an abort after a lock request (granted, waiting or unknown).
+
+Request ids are ``txn_id`` + a suffix per record, so a retry after ``OutcomeUnknownError``
+(a timeout or a leader change) is answered with the outcome already recorded, never applied
+twice.
+
+Must not import: ``core``, ``log``, ``runtime``.
+Called by: the application thread running the ZODB transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Final
+
+from relstorage.adapters.interfaces import (  # type: ignore[import-untyped]
+    UnableToLockRowsToModifyError,
+)
+from ZODB.POSException import ConflictError, StorageError
+
+from relstorage_paxos.adapter import dbapi
+from relstorage_paxos.adapter.link import NodeLink
+from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, PaxosError
+from relstorage_paxos.replica import (
+    BlobWrite,
+    Committed,
+    CommitTxn,
+    Conflict,
+    Granted,
+    LockObjects,
+    ObjectWrite,
+    Record,
+    RecordBody,
+    RecordedOutcome,
+    ReleaseTxn,
+    RestoredObject,
+    RestoreTxn,
+)
+
+logger = logging.getLogger(__name__)
+
+RELEASE_TIMEOUT_S: Final = 5.0
+"""How long an abort tries to release its locks; past it the lease frees them."""
+
+RETRY_PAUSE_S: Final = 0.05
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+class Writer:
+    """Proposes one adapter's transactions to its node."""
+
+    def __init__(self, link: NodeLink, commit_lock_timeout_s: float, lease_s: float) -> None:
+        self._link = link
+        self._timeout_s = commit_lock_timeout_s
+        self._lease_s = lease_s
+
+    def lock(self, cursor: dbapi.Cursor, read_current_oids: Iterable[int]) -> None:
+        """Vote: lock what the transaction writes and read-current-checks; raise
+        ``UnableToLockRowsToModifyError`` (a ConflictError) if not granted in time."""
+        conn = cursor.connection
+        if conn.paxos_txn_id is not None:  # a path that ended without releasing
+            self.release(conn)
+        # End any transaction (a restore's TEMP writes leave one open): the checks after the
+        # grant must read the replica as it is then, not an older snapshot.
+        conn.return_to_repeatable_read()
+        cursor.execute("SELECT zoid FROM temp_store ORDER BY zoid")
+        write_oids = tuple(int(row[0]) for row in cursor.fetchall())
+        read_oids = tuple(sorted(set(read_current_oids) - set(write_oids)))
+        if not write_oids and not read_oids:
+            return
+        txn_id = os.urandom(16)
+        conn.paxos_txn_id = txn_id  # from here on, an abort must release
+        lease_until_us = _now_us() + int((self._timeout_s + self._lease_s) * 1_000_000)
+        body = LockObjects(txn_id, self._link.node_id, write_oids, read_oids, lease_until_us)
+        try:
+            slot, outcome = self._propose(txn_id + b"/lock", body, self._timeout_s)
+        except (OutcomeUnknownError, NodeUnavailableError) as exc:
+            raise UnableToLockRowsToModifyError(
+                f"object locks not granted within commit-lock-timeout {self._timeout_s} s"
+                f" ({len(write_oids)} written, {len(read_oids)} read-current oids): {exc}"
+            ) from exc
+        if not isinstance(outcome, Granted):
+            raise UnableToLockRowsToModifyError(f"object lock request refused: {outcome}")
+        self._ensure_applied(cursor, slot)
+
+    def _ensure_applied(self, cursor: dbapi.Cursor, slot: int) -> None:
+        """Make sure this process reads a replica that has applied ``slot`` (the node
+        answers only after applying, so this is a check that costs one local read)."""
+        cursor.execute("SELECT applied_slot FROM paxos_meta")
+        row = cursor.fetchone()
+        assert row is not None
+        if int(row[0]) < slot:
+            applied = self._link.client.wait_applied(slot, self._timeout_s)
+            if applied < slot:
+                raise UnableToLockRowsToModifyError(
+                    f"node {self._link.node_id} has not applied slot {slot} (at {applied})"
+                )
+
+    def commit(
+        self, cursor: dbapi.Cursor, user: bytes | str, description: bytes | str, extension: bytes
+    ) -> int:
+        """Finish: propose the transaction and return its tid once applied here."""
+        conn = cursor.connection
+        txn_id = conn.paxos_txn_id or os.urandom(16)
+        cursor.execute("SELECT zoid, prev_tid, state FROM temp_store ORDER BY zoid")
+        writes = tuple(
+            ObjectWrite(int(oid), int(prev_tid), bytes(state or b""))
+            for oid, prev_tid, state in cursor.fetchall()
+        )
+        body = CommitTxn(
+            txn_id=txn_id,
+            timestamp_us=_now_us(),
+            user=_as_bytes(user),
+            description=_as_bytes(description),
+            extension=extension,
+            writes=writes,
+            blobs=self._temp_blobs(cursor),
+        )
+        return self._finish(conn, txn_id, body).tid
+
+    @staticmethod
+    def _temp_blobs(cursor: dbapi.Cursor) -> tuple[BlobWrite, ...]:
+        cursor.execute("SELECT zoid, chunk FROM temp_blob_chunk ORDER BY zoid")
+        return tuple(BlobWrite(int(oid), bytes(chunk or b"")) for oid, chunk in cursor.fetchall())
+
+    def _finish(
+        self, conn: dbapi.Connection, txn_id: bytes, body: CommitTxn | RestoreTxn
+    ) -> Committed:
+        """Propose the finishing record; it must not fail, so keep retrying (same request
+        id) as long as the locks last."""
+        patience_s = self._timeout_s + self._lease_s
+        try:
+            _, outcome = self._propose(txn_id + b"/commit", body, patience_s)
+        except (OutcomeUnknownError, NodeUnavailableError) as exc:
+            # RelStorage does not release after a failed finish: do it now. A release
+            # applied first also makes the commit, should it arrive later, find no locks
+            # and write nothing.
+            self.release(conn)
+            raise StorageError(
+                f"commit of txn {txn_id.hex()} not confirmed by node {self._link.node_id}: "
+                f"{exc}; it may still be applied"
+            ) from exc
+        if not isinstance(outcome, Committed):
+            self.release(conn)
+            if isinstance(outcome, Conflict):
+                raise ConflictError(f"commit refused at finish: {outcome}")  # type: ignore[no-untyped-call]
+            raise StorageError(f"commit of txn {txn_id.hex()} refused: {outcome}")
+        conn.paxos_txn_id = None  # the record released the locks
+        conn.paxos_restore = None
+        return outcome
+
+    def restore(
+        self,
+        cursor: dbapi.Cursor,
+        tid: int,
+        user: bytes | str,
+        description: bytes | str,
+        extension: bytes,
+    ) -> int:
+        """Finish of a restore: propose RestoreTxn with its own ``tid``; return it once
+        applied here. The states come from ``temp_store`` (PaxosObjectMover.restore)."""
+        conn = cursor.connection
+        assert conn.paxos_restore is not None and conn.paxos_restore[0] == tid, (
+            conn.paxos_restore,
+            tid,
+        )
+        packed = conn.paxos_restore[1]
+        txn_id = conn.paxos_txn_id or os.urandom(16)
+        cursor.execute("SELECT zoid, state FROM temp_store ORDER BY zoid")
+        objects = tuple(
+            RestoredObject(int(oid), None if state is None else bytes(state))
+            for oid, state in cursor.fetchall()
+        )
+        body = RestoreTxn(
+            txn_id=txn_id,
+            tid=tid,
+            user=_as_bytes(user),
+            description=_as_bytes(description),
+            extension=extension,
+            packed=packed,
+            objects=objects,
+            blobs=self._temp_blobs(cursor),
+        )
+        outcome = self._finish(conn, txn_id, body)
+        assert outcome.tid == tid, (outcome, tid)
+        return tid
+
+    def release(self, conn: dbapi.Connection) -> None:
+        """Abort: drop the transaction's locks or its waiting request, if it made one."""
+        conn.paxos_restore = None
+        txn_id = conn.paxos_txn_id
+        if txn_id is None:
+            return
+        conn.paxos_txn_id = None
+        try:
+            self._propose(txn_id + b"/release", ReleaseTxn(txn_id), RELEASE_TIMEOUT_S)
+        except PaxosError as exc:
+            logger.warning(
+                "could not release the locks of txn %s at node %d (%s); its lease frees them",
+                txn_id.hex(),
+                self._link.node_id,
+                exc,
+            )
+
+    def _propose(
+        self, request_id: bytes, body: RecordBody, timeout_s: float
+    ) -> tuple[int, RecordedOutcome]:
+        """Propose until answered or ``timeout_s`` has passed, re-sending with the same
+        request id after an unknown outcome or an unreachable node."""
+        record = Record(request_id, body)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return self._link.propose(record, max(0.001, remaining))
+            except (OutcomeUnknownError, NodeUnavailableError) as exc:
+                if deadline - time.monotonic() <= RETRY_PAUSE_S:
+                    raise
+                logger.info("retrying %r at node %d: %s", request_id, self._link.node_id, exc)
+                time.sleep(RETRY_PAUSE_S)

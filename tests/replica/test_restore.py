@@ -1,0 +1,107 @@
+"""RestoreTxn: the given tid, no prev_tid check, locks required, tids in order, RelStorage's
+restore rows (HP transaction row, uncreation, blobs), codec round trip, idempotence."""
+
+from __future__ import annotations
+
+import pytest
+
+from relstorage_paxos.errors import MalformedRecord
+from relstorage_paxos.replica import (
+    BlobWrite,
+    Committed,
+    Conflict,
+    Duplicate,
+    Record,
+    Rejected,
+    Replica,
+    RestoredObject,
+    RestoreTxn,
+    decode_record,
+    encode_record,
+)
+
+from .helpers import apply, current_tids, granted_locks, lock, open_readonly, proposal
+
+TID = 0x03F0_0000_0000_0001
+
+
+def restore(
+    request_id: bytes,
+    txn_id: bytes,
+    tid: int,
+    objects: list[tuple[int, bytes | None]],
+    blobs: list[tuple[int, bytes]] | None = None,
+    packed: bool = False,
+) -> tuple[bytes, bytes]:
+    return proposal(
+        request_id,
+        RestoreTxn(
+            txn_id,
+            tid,
+            b"user",
+            b"restored",
+            b"ext",
+            packed,
+            tuple(RestoredObject(oid, state) for oid, state in objects),
+            tuple(BlobWrite(oid, data) for oid, data in blobs or []),
+        ),
+    )
+
+
+def test_restore_writes_under_the_given_tid_and_releases(replica: Replica) -> None:
+    apply(replica, lock(b"l1", b"t1", write=[1, 2]))
+    (outcome,) = apply(
+        replica, restore(b"r1", b"t1", TID, [(1, b"one"), (2, b"two")], blobs=[(2, b"blob")])
+    )
+    assert outcome == Committed(TID)
+    assert replica.last_tid == TID
+    assert current_tids(replica) == {1: TID, 2: TID}
+    assert granted_locks(replica) == {}
+    db = open_readonly(replica.path)
+    try:
+        blobs = db.execute("SELECT zoid, tid, chunk FROM blob_chunk").fetchall()
+        assert blobs == [(2, TID, b"blob")]
+        if replica.keep_history:
+            rows = db.execute('SELECT packed, description FROM "transaction" WHERE tid = ?', (TID,))
+            assert rows.fetchall() == [(0, b"restored")]
+    finally:
+        db.close()
+    (again,) = apply(replica, restore(b"r1", b"t1", TID, [(1, b"one"), (2, b"two")]))
+    assert again == Duplicate(Committed(TID))
+
+
+def test_restore_of_no_state_removes_or_uncreates(replica: Replica) -> None:
+    apply(replica, lock(b"l1", b"t1", write=[1]))
+    apply(replica, restore(b"r1", b"t1", TID, [(1, b"one")]))
+    apply(replica, lock(b"l2", b"t2", write=[1]))
+    (outcome,) = apply(replica, restore(b"r2", b"t2", TID + 1, [(1, None)]))
+    assert outcome == Committed(TID + 1)
+    states = {(row[0], row[1]) for row in replica.logical_dump()["object_state"]}
+    if replica.keep_history:
+        assert states == {(1, TID), (1, TID + 1)}
+    else:
+        assert states == set()
+
+
+def test_restore_needs_the_locks_and_a_later_tid(replica: Replica) -> None:
+    (unlocked,) = apply(replica, restore(b"r1", b"t1", TID, [(1, b"one")]))
+    assert isinstance(unlocked, Conflict), unlocked
+    apply(replica, lock(b"l1", b"t1", write=[1]))
+    apply(replica, restore(b"r2", b"t1", TID, [(1, b"one")]))
+    apply(replica, lock(b"l2", b"t2", write=[2]))
+    (early,) = apply(replica, restore(b"r3", b"t2", TID, [(2, b"two")]))
+    assert isinstance(early, Rejected) and "not after" in early.reason, early
+    assert granted_locks(replica) == {b"t2": {2: True}}, "a refused restore keeps its locks"
+
+
+def test_restore_codec_round_trip_and_checks() -> None:
+    body = RestoreTxn(
+        b"t", TID, b"u", b"d", b"e", True, (RestoredObject(1, None), RestoredObject(2, b""))
+    )
+    assert decode_record(encode_record(Record(b"r", body))) == Record(b"r", body)
+    with pytest.raises(MalformedRecord):
+        RestoreTxn(b"t", 0, b"", b"", b"", False, ())
+    with pytest.raises(MalformedRecord):
+        RestoreTxn(b"t", TID, b"", b"", b"", False, (RestoredObject(1, b"a"),) * 2)
+    with pytest.raises(MalformedRecord):
+        RestoreTxn(b"t", TID, b"", b"", b"", False, (), (BlobWrite(1, b"x"),))
