@@ -163,6 +163,19 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(isinstance(v, StatusView) for v in views) else 1
 
 
+def _heard(view: StatusView) -> str:
+    """Which peers this node hears from: ``2 3`` or ``2 3(silent 12s)``."""
+    parts = []
+    for peer in view.peers:
+        if peer.reachable:
+            parts.append(str(peer.node_id))
+        elif peer.last_heard_ms_ago is None:
+            parts.append(f"{peer.node_id}(never)")
+        else:
+            parts.append(f"{peer.node_id}(silent {peer.last_heard_ms_ago // 1000}s)")
+    return " ".join(parts) or "-"
+
+
 def _json(view: StatusView | str) -> dict[str, object]:
     return {"error": view} if isinstance(view, str) else view.to_json()
 
@@ -181,6 +194,7 @@ def _table(views: Sequence[StatusView | str]) -> str:
         "last tid",
         "replica hash",
         "uptime",
+        "hears",
     )
     rows = [header]
     errors = []
@@ -200,6 +214,7 @@ def _table(views: Sequence[StatusView | str]) -> str:
                 f"{v.last_tid:016x}",
                 v.running_hash.hex()[:16],
                 f"{v.uptime_s:.0f}s",
+                _heard(v),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -208,7 +223,9 @@ def _table(views: Sequence[StatusView | str]) -> str:
     ]
     hashes = {(v.applied_slot, v.running_hash) for v in reachable}
     slots = {v.applied_slot for v in reachable}
-    if len(slots) == 1 and len(hashes) == 1:
+    if len(reachable) < len(views):
+        lines.append(f"only {len(reachable)} of {len(views)} nodes answered:")
+    elif len(slots) == 1 and len(hashes) == 1:
         lines.append("replicas agree: same applied slot, same running hash")
     elif len(slots) == 1:
         lines.append(

@@ -63,6 +63,7 @@ OID_BLOCK: Final = 1000
 SOFTWARE_VERSION: Final = "0.1.0.dev0"
 
 LEASE_CHECK_S: Final = 1.0
+CUT_OFF_REPEAT_S: Final = 60.0
 """How often the leader looks for object locks whose lease has run out (DESIGN.md §3,
 ExpireLeases): a lock outlives its lease by at most this plus one proposal."""
 
@@ -131,8 +132,10 @@ class NodeServer:
         self._grpc: grpc.Server | None = None
         self._http: StatusHttpServer | None = None
         self._stopping = threading.Event()
-        self._lease_thread = threading.Thread(
-            target=self._expire_leases_loop, name=f"lease-expiry-{s.node_id}", daemon=True
+        self._cut_off_since: float | None = None
+        self._next_cut_off_warning = 0.0
+        self._housekeeping = threading.Thread(
+            target=self._housekeeping_loop, name=f"housekeeping-{s.node_id}", daemon=True
         )
         try:
             self._log_store = SqliteLogStore(
@@ -200,7 +203,7 @@ class NodeServer:
             server.add_insecure_port(self.settings.sequencer_tcp)
         server.start()
         self._grpc = server
-        self._lease_thread.start()
+        self._housekeeping.start()
         if self.settings.http_status:
             self._http = StatusHttpServer(
                 self.settings.http_status,
@@ -221,8 +224,8 @@ class NodeServer:
         if self._http is not None:
             self._http.stop()
             self._http = None
-        if self._lease_thread.is_alive():
-            self._lease_thread.join()
+        if self._housekeeping.is_alive():
+            self._housekeeping.join()
         if self._grpc is not None:
             self._grpc.stop(grace=1.0).wait()
             self._grpc = None
@@ -234,16 +237,18 @@ class NodeServer:
 
     # ------------------------------------------------------------------ lock leases
 
-    def _expire_leases_loop(self) -> None:
-        """While this node leads: propose ExpireLeases{now} when a lock's lease has run out.
-        The time is the leader's clock, read once and written into the record; holders
-        chose their leases on their own clocks, so clock skew between nodes shortens or
-        lengthens leases by as much (the lease length leaves room for that)."""
+    def _housekeeping_loop(self) -> None:
+        """Every ``LEASE_CHECK_S``: warn when cut off from the majority, and, while this node
+        leads, propose ExpireLeases{now} when a lock's lease has run out. The time is the
+        leader's clock, read once and written into the record; holders chose their leases
+        on their own clocks, so clock skew between nodes shortens or lengthens leases by as
+        much (the lease length leaves room for that)."""
         db = apsw.Connection(
             str(self.data_dir / config.REPLICA_FILE), flags=apsw.SQLITE_OPEN_READONLY
         )
         try:
             while not self._stopping.wait(LEASE_CHECK_S):
+                self._warn_if_cut_off()
                 if self.runtime.status.role != "leader" or self.runtime.failure is not None:
                     continue
                 earliest = earliest_lease_until_us(db)
@@ -251,7 +256,7 @@ class NodeServer:
                 if earliest is not None and earliest < now_us:
                     self._propose_expiry(now_us)
         except Exception:
-            logger.exception("node %d: lease expiry stopped", self.settings.node_id)
+            logger.exception("node %d: housekeeping stopped", self.settings.node_id)
         finally:
             db.close()
 
@@ -319,6 +324,51 @@ class NodeServer:
         assert isinstance(outcome, Allocated), outcome
         self._oid_next, self._oid_end = outcome.start, outcome.start + outcome.count
 
+    def _peer_views(self) -> tuple[PeerView, ...]:
+        now = time.monotonic()
+        silent_after_s = 3 * self.settings.election_timeout_s
+        views = []
+        for node_id, address in sorted(self.settings.members.items()):
+            if node_id == self.settings.node_id:
+                continue
+            heard = self.runtime.last_heard.get(node_id)
+            ago = None if heard is None else now - heard
+            views.append(
+                PeerView(
+                    node_id,
+                    address,
+                    ago is not None and ago < silent_after_s,
+                    None if ago is None else int(ago * 1000),
+                )
+            )
+        return tuple(views)
+
+    def _warn_if_cut_off(self) -> None:
+        """Say plainly when this node has heard from no majority for ten election timeouts
+        (and again every ``CUT_OFF_REPEAT_S``): nothing can be committed through it."""
+        peers = self._peer_views()
+        heard = 1 + sum(p.reachable for p in peers)
+        if heard > len(self.settings.members) // 2:
+            self._cut_off_since = None
+            return
+        now = time.monotonic()
+        if self._cut_off_since is None:
+            self._cut_off_since = now
+            return
+        patience_s = 10 * self.settings.election_timeout_s
+        if now - self._cut_off_since < patience_s or now < self._next_cut_off_warning:
+            return
+        self._next_cut_off_warning = now + CUT_OFF_REPEAT_S
+        silent = ", ".join(f"node {p.node_id} at {p.address}" for p in peers if not p.reachable)
+        logger.warning(
+            "node %d hears from no majority of the cluster (silent: %s) and cannot commit: "
+            "check that those nodes run, that their addresses in %s are right, and that this "
+            "machine can reach them (firewall); `relstorage-paxos status` shows each node",
+            self.settings.node_id,
+            silent,
+            config.settings_path(self.data_dir),
+        )
+
     def status(self) -> StatusView:
         st = self.runtime.status
         failure = self.runtime.failure
@@ -337,9 +387,7 @@ class NodeServer:
             not_serving_reason="" if failure is None else f"stopped: {failure}",
             uptime_s=time.monotonic() - self._started_at,
             software_version=SOFTWARE_VERSION,
-            peers=tuple(
-                PeerView(n, a) for n, a in sorted(self.settings.members.items()) if n != st.node_id
-            ),
+            peers=self._peer_views(),
         )
 
 

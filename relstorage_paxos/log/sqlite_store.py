@@ -303,7 +303,9 @@ class SqliteLogStore:
         if owner != (self.cluster_id, self.node_id):
             raise self._error(
                 f"belongs to cluster {owner[0]!r} node {owner[1]}, "
-                f"not cluster {self.cluster_id!r} node {self.node_id}"
+                f"not cluster {self.cluster_id!r} node {self.node_id}: this data directory "
+                "was made for another node; point --data-dir at this node's own directory, "
+                "or create a new one with `relstorage-paxos init`"
             )
 
     def _read_meta(self) -> tuple[Ballot, int]:

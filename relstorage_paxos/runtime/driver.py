@@ -123,6 +123,9 @@ class NodeRuntime:
         )
         self._failure: BaseException | None = None
         self.metrics = NodeMetrics(self.node_id)
+        self.last_heard: dict[int, float] = {}
+        """Peer id -> clock time of the last message received from it (written by the
+        transport's threads; one dict store is atomic)."""
         self._last_leader: int | None = None
         self.status = self._make_status()
 
@@ -150,6 +153,7 @@ class NodeRuntime:
         return self._failure
 
     def deliver(self, message: Message) -> None:
+        self.last_heard[message.src] = self._clock.monotonic()
         self._inbox.put(lambda: self._core.step(message))
 
     def propose(self, request_id: bytes, payload: bytes) -> Future[Applied]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Final, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -49,6 +50,9 @@ _ROLE_NAMES: Final = {value: name for name, value in _ROLES.items()}
 class PeerView:
     node_id: int
     address: str
+    reachable: bool = False
+    """This node heard from the peer recently (within a few election timeouts)."""
+    last_heard_ms_ago: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +205,11 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
         if view.leader_id is not None:
             reply.leader_id = view.leader_id
         for peer in view.peers:
-            reply.peers.add(node_id=peer.node_id, address=peer.address)
+            status = reply.peers.add(
+                node_id=peer.node_id, address=peer.address, reachable=peer.reachable
+            )
+            if peer.last_heard_ms_ago is not None:
+                status.last_heard_ms_ago = peer.last_heard_ms_ago
         return reply
 
 
@@ -238,6 +246,13 @@ def error_from_rpc(exc: grpc.RpcError, target: str) -> PaxosError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return OutcomeUnknownError(where)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        socket_path = Path(target.removeprefix("unix:"))
+        if target.startswith("unix:") and not socket_path.exists():
+            return NodeUnavailableError(
+                f"no node serves {socket_path.parent}: its socket {socket_path.name} is missing."
+                f" Start the node (`relstorage-paxos serve --data-dir {socket_path.parent}`),"
+                " or set `embedded true` in the <paxos> section to run it in this process"
+            )
         return NodeUnavailableError(where)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return WrongClusterError(where)
@@ -315,5 +330,13 @@ class SequencerClient:
             not_serving_reason=r.not_serving_reason,
             uptime_s=r.uptime_s,
             software_version=r.software_version,
-            peers=tuple(PeerView(p.node_id, p.address) for p in r.peers),
+            peers=tuple(
+                PeerView(
+                    p.node_id,
+                    p.address,
+                    p.reachable,
+                    p.last_heard_ms_ago if p.HasField("last_heard_ms_ago") else None,
+                )
+                for p in r.peers
+            ),
         )
