@@ -7,6 +7,7 @@ do about it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -54,14 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--http-status", default="", help="serve /status and /metrics on this address"
     )
-    init.add_argument("--tick", type=float, default=NodeSettings.tick_s, metavar="SECONDS")
+    defaults = {f.name: f.default for f in dataclasses.fields(NodeSettings)}
+    init.add_argument("--tick", type=float, default=defaults["tick_s"], metavar="SECONDS")
     init.add_argument(
-        "--election-timeout", type=float, default=NodeSettings.election_timeout_s, metavar="SECONDS"
+        "--election-timeout",
+        type=float,
+        default=defaults["election_timeout_s"],
+        metavar="SECONDS",
     )
     init.add_argument(
         "--heartbeat-interval",
         type=float,
-        default=NodeSettings.heartbeat_interval_s,
+        default=defaults["heartbeat_interval_s"],
         metavar="SECONDS",
     )
 

@@ -226,10 +226,12 @@ class NodeServer:
             self._http = None
         if self._housekeeping.is_alive():
             self._housekeeping.join()
+        # The runtime first: it answers every waiting call (outcome unknown), so no Sequencer
+        # thread stays blocked on a proposal that can no longer complete.
+        self.runtime.stop()
         if self._grpc is not None:
             self._grpc.stop(grace=1.0).wait()
             self._grpc = None
-        self.runtime.stop()
         self.runtime.replica.close()
         self._log_store.close()
         self.socket_path.unlink(missing_ok=True)

@@ -231,6 +231,7 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             tid = self.locker.writer.restore(cursor, committing_tid_int, *ude)
         after_selecting_tid(tid)
         self.txncontrol.commit_phase2(store_connection, "-", load_connection)
+        self.poller.after_commit()
         return tid, "-"
 
 

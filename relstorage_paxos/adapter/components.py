@@ -38,7 +38,7 @@ from relstorage.adapters.sqlite.txncontrol import (  # type: ignore[import-untyp
 from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.link import NodeLink
 from relstorage_paxos.adapter.writes import Writer
-from relstorage_paxos.errors import NotReplicatedError
+from relstorage_paxos.errors import NotReplicatedError, PaxosTransientError
 from relstorage_paxos.replica import Allocated, AllocateOids, Record
 
 logger = logging.getLogger(__name__)
@@ -181,9 +181,28 @@ class PaxosPoller(Poller):  # type: ignore[misc]
             transactions_may_go_backwards=False,
         )
         self._barrier = barrier
+        self._after_commit = False
+
+    def after_commit(self) -> None:
+        """The next poll follows our own commit: ZODB runs it from ``afterCompletion``,
+        inside ``transaction.commit()``. A failing barrier must not raise there: commit()
+        would then report a transient error for a transaction that is committed, and
+        ``transaction.manager.attempts()`` would run it a second time. That poll goes
+        without the barrier (it already sees our own commit, applied locally); the next
+        ``begin()`` polls again, with it."""
+        self._after_commit = True
+
+    def _wait_for_barrier(self) -> None:
+        after_commit, self._after_commit = self._after_commit, False
+        try:
+            self._barrier()
+        except PaxosTransientError as exc:
+            if not after_commit:
+                raise
+            logger.warning("read barrier after a commit skipped (%s); the next begin() waits", exc)
 
     def get_current_tid(self, cursor: dbapi.Cursor) -> int:
-        self._barrier()
+        self._wait_for_barrier()
         tid: int = super().get_current_tid(cursor)
         return tid
 
@@ -192,7 +211,7 @@ class PaxosPoller(Poller):  # type: ignore[misc]
     ) -> Any:
         if prev_polled_tid is None:
             return None, self.get_current_tid(cursor)
-        self._barrier()
+        self._wait_for_barrier()
         return super().poll_invalidations(conn, cursor, prev_polled_tid)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relstorage_paxos.core import Message, Node, NodeOptions, Ready, Role, SnapshotRequest
+from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError
 from relstorage_paxos.log.store import LogStore
 from relstorage_paxos.replica import Conflict, Outcome, Queued, RecordedOutcome, Replica
 from relstorage_paxos.runtime.clock import Clock
@@ -118,6 +119,8 @@ class NodeRuntime:
         self._ticks = 0
         self._snapshot_in_progress = False
         self._stopping = threading.Event()
+        self._stopped = False
+        self._enqueue_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run, name=f"paxos-node-{self.node_id}", daemon=True
         )
@@ -136,11 +139,52 @@ class NodeRuntime:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the loop, then answer every waiter: proposals with ``OutcomeUnknownError``
+        (they may still be chosen: the caller retries with the same request id, elsewhere or
+        after a restart), reads with ``NodeUnavailableError``. Nobody is left waiting on a
+        node that is gone, so a server thread blocked on a future returns at once."""
         self._stopping.set()
         self._inbox.put(lambda: None)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
+        with self._enqueue_lock:
+            self._stopped = True
         self._transport.close()
+        while True:  # work queued before the stop: its waiters are answered below
+            try:
+                self._inbox.get_nowait()()
+            except queue.Empty:
+                break
+        unknown = OutcomeUnknownError(
+            f"node {self.node_id} stopped before the outcome was known; "
+            "retry with the same request id"
+        )
+        gone = NodeUnavailableError(f"node {self.node_id} stopped")
+        for waiting in self._proposals.values():
+            for future in waiting.futures:
+                future.set_exception(unknown)
+        for futures in self._lock_waiters.values():
+            for future in futures:
+                future.set_exception(unknown)
+        for read_future, _ in self._reads.values():
+            read_future.set_exception(gone)
+        for _, barrier in self._read_barriers:
+            barrier.set_exception(gone)
+        for _, event in self._applied_waiters:
+            event.set()
+        self._proposals.clear()
+        self._lock_waiters.clear()
+        self._reads.clear()
+        self._read_barriers.clear()
+        self._applied_waiters.clear()
+
+    def _enqueue(self, work: Callable[[], None], refuse: Callable[[], None]) -> None:
+        """Hand ``work`` to the loop, or call ``refuse`` once the node has stopped."""
+        with self._enqueue_lock:
+            if not self._stopped:
+                self._inbox.put(work)
+                return
+        refuse()
 
     @property
     def replica(self) -> Replica:
@@ -159,21 +203,27 @@ class NodeRuntime:
     def propose(self, request_id: bytes, payload: bytes) -> Future[Applied]:
         """Propose a record; the future resolves once it is applied here (see module doc)."""
         future: Future[Applied] = Future()
-        self._inbox.put(lambda: self._propose(request_id, payload, future))
+        self._enqueue(
+            lambda: self._propose(request_id, payload, future),
+            lambda: future.set_exception(NodeUnavailableError(f"node {self.node_id} stopped")),
+        )
         return future
 
     def read_index(self) -> Future[int]:
         """A linearizable read barrier: resolves with a slot this replica has applied and
         that covers every commit finished anywhere before the call."""
         future: Future[int] = Future()
-        self._inbox.put(lambda: self._read_index(future))
+        self._enqueue(
+            lambda: self._read_index(future),
+            lambda: future.set_exception(NodeUnavailableError(f"node {self.node_id} stopped")),
+        )
         return future
 
     def wait_applied(self, slot: int, timeout_s: float) -> int:
         """Wait until the replica has applied ``slot``; returns the applied slot then (or
         what it is when the timeout runs out)."""
         event = threading.Event()
-        self._inbox.put(lambda: self._add_applied_waiter(slot, event))
+        self._enqueue(lambda: self._add_applied_waiter(slot, event), event.set)
         event.wait(timeout_s)
         return self.status.applied_slot
 

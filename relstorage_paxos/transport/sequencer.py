@@ -221,6 +221,8 @@ def _wait(future: Future[T], timeout_s: float, context: grpc.ServicerContext, la
         return future.result(timeout=timeout_s)
     except FutureTimeout:
         _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, late)
+    except OutcomeUnknownError as exc:
+        _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     except PaxosError as exc:
         _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 

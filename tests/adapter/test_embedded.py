@@ -23,6 +23,7 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.POSException import ConflictError, ReadConflictError
 
 from relstorage_paxos.adapter.link import acquire, release
+from relstorage_paxos.errors import NodeUnavailableError
 from relstorage_paxos.replica import LockObjects, Record
 from tests.adapter.support import make_node, open_db
 
@@ -297,3 +298,33 @@ def test_a_lock_held_past_the_timeout_fails_the_vote(data_dir: Path, keep_histor
             release(node)
     finally:
         database.close()
+
+
+def test_a_failing_read_barrier_never_fails_a_finished_commit(
+    db: ZODB.DB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll ZODB runs inside ``commit()`` after tpc_finish must not raise: the
+    transaction is committed, and ``attempts()`` would run it twice. The next ``begin()``
+    still refuses to start without the barrier."""
+    tm = transaction.TransactionManager(explicit=False)
+    conn = db.open(tm)
+    conn.root()["value"] = 1
+    tm.commit()
+    poller = conn._storage._adapter.poller  # this Connection's own storage instance
+    barriers = []
+
+    def cut_off() -> int:
+        barriers.append("refused")
+        raise NodeUnavailableError("test: the node lost its quorum")
+
+    monkeypatch.setattr(poller, "_barrier", cut_off)
+    conn.root()["value"] = 2
+    tm.commit()  # committed; the poll that follows skips the failing barrier
+    assert barriers == ["refused"]
+    with pytest.raises(NodeUnavailableError):
+        tm.begin()
+    assert barriers == ["refused", "refused"]
+    monkeypatch.undo()
+    tm.begin()
+    assert conn.root()["value"] == 2
+    conn.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from relstorage_paxos.core import NodeOptions
+from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError
 from relstorage_paxos.log.sqlite_store import SqliteLogStore
 from relstorage_paxos.replica import (
     Committed,
@@ -190,5 +191,25 @@ def test_lagging_node_installs_a_snapshot(tmp_path: Path, caplog: pytest.LogCapt
         assert len(states) == 1, states
         assert c.nodes[3].status.truncated_slot > 0
         assert "node 3 installed a snapshot" in caplog.text
+    finally:
+        c.stop_all()
+
+
+def test_stop_answers_every_waiter(tmp_path: Path) -> None:
+    """A proposal that cannot complete (no quorum) is answered at stop, as unknown: the
+    caller retries with the same id; nothing stays blocked on a stopped node."""
+    c = Cluster(tmp_path, 3, RuntimeOptions(tick_s=0.01))
+    try:
+        c.stop(2)
+        c.stop(3)
+        record = encode_record(Record(b"stuck", Noop()))
+        stuck = c.nodes[1].propose(b"stuck", record)
+        read = c.nodes[1].read_index()
+        assert not stuck.done()
+        c.stop(1)
+        with pytest.raises(OutcomeUnknownError):
+            stuck.result(TIMEOUT_S)
+        with pytest.raises(NodeUnavailableError):
+            read.result(TIMEOUT_S)
     finally:
         c.stop_all()
