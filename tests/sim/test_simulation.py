@@ -48,3 +48,11 @@ def test_faults_really_happen() -> None:
     totals = sum((sim.stats for sim in sims), start=sims[0].stats.__class__())
     assert totals["crashes"] >= 10 and totals["partitions"] >= 10, totals
     assert totals["snapshots"] >= 1, totals
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_soak(nodes: int) -> None:
+    """Outside the default run (``./scripts/test -m slow``): 5,000 more seeds per size."""
+    for seed in range(100_000, 105_000):
+        Simulation(SimConfig(seed=seed, nodes=nodes)).run()
