@@ -64,6 +64,8 @@ SOFTWARE_VERSION: Final = "0.1.0.dev0"
 
 LEASE_CHECK_S: Final = 1.0
 CUT_OFF_REPEAT_S: Final = 60.0
+CATCH_UP_REPORT_SLOTS: Final = 1000
+CATCH_UP_REPORT_S: Final = 5.0
 """How often the leader looks for object locks whose lease has run out (DESIGN.md §3,
 ExpireLeases): a lock outlives its lease by at most this plus one proposal."""
 
@@ -133,6 +135,8 @@ class NodeServer:
         self._http: StatusHttpServer | None = None
         self._stopping = threading.Event()
         self._cut_off_since: float | None = None
+        self._catch_up_from: tuple[float, int] | None = None
+        self._catch_up_reported = 0.0
         self._next_cut_off_warning = 0.0
         self._housekeeping = threading.Thread(
             target=self._housekeeping_loop, name=f"housekeeping-{s.node_id}", daemon=True
@@ -251,6 +255,7 @@ class NodeServer:
         try:
             while not self._stopping.wait(LEASE_CHECK_S):
                 self._warn_if_cut_off()
+                self._report_catch_up()
                 if self.runtime.status.role != "leader" or self.runtime.failure is not None:
                     continue
                 earliest = earliest_lease_until_us(db)
@@ -344,6 +349,38 @@ class NodeServer:
                 )
             )
         return tuple(views)
+
+    def _report_catch_up(self) -> None:
+        """While the replica is far behind what is chosen (a restart after a long absence,
+        a new node), log its progress every ``CATCH_UP_REPORT_S``: slots to go, rate, and
+        an estimate of the time left."""
+        st = self.runtime.status
+        behind = st.known_chosen_slot - st.applied_slot
+        now = time.monotonic()
+        if behind < CATCH_UP_REPORT_SLOTS:
+            if self._catch_up_from is not None:
+                logger.info("node %d caught up at slot %d", st.node_id, st.applied_slot)
+            self._catch_up_from = None
+            return
+        if self._catch_up_from is None:
+            self._catch_up_from = (now, st.applied_slot)
+            self._catch_up_reported = now
+            return
+        if now - self._catch_up_reported < CATCH_UP_REPORT_S:
+            return
+        self._catch_up_reported = now
+        started, first_slot = self._catch_up_from
+        rate = (st.applied_slot - first_slot) / max(now - started, 1e-9)
+        eta = f"about {behind / rate:.0f} s left" if rate > 0 else "no progress yet"
+        logger.info(
+            "node %d catching up: applied slot %d of %d chosen (%d to go), %.0f slots/s, %s",
+            st.node_id,
+            st.applied_slot,
+            st.known_chosen_slot,
+            behind,
+            rate,
+            eta,
+        )
 
     def _warn_if_cut_off(self) -> None:
         """Say plainly when this node has heard from no majority for ten election timeouts

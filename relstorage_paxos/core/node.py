@@ -250,6 +250,12 @@ class Node:
 
     # ------------------------------------------------------------------ output
 
+    @property
+    def known_chosen(self) -> int:
+        """The highest slot this node knows to be chosen somewhere: its commit, or further
+        while it catches up (for progress reports; not used by the protocol)."""
+        return max(self.commit, self._catch_up_target)
+
     def has_ready(self) -> bool:
         return bool(
             self._out_messages

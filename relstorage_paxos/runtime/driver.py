@@ -66,6 +66,7 @@ class NodeStatus:
     leader_id: int | None
     ballot: str
     commit_slot: int
+    known_chosen_slot: int
     applied_slot: int
     truncated_slot: int
     last_tid: int
@@ -429,6 +430,7 @@ class NodeRuntime:
             leader_id=core.leader if core.role is not Role.PRE_CANDIDATE else None,
             ballot=str(core.promised),
             commit_slot=core.commit,
+            known_chosen_slot=core.known_chosen,
             applied_slot=self._replica.applied_slot,
             truncated_slot=core.truncated,
             last_tid=self._replica.last_tid,
