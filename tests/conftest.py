@@ -7,6 +7,12 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# The conformance suites' counts in the terminal summary (see that module).
+from tests.conformance.reporting import (  # noqa: F401
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+)
+
 settings.register_profile(
     "ci",
     derandomize=True,

@@ -1,0 +1,75 @@
+"""The 3-node variant: a smaller set of classes on a fresh in-process 3-node cluster per
+test (paxos_support.ThreeNodePaxosAdapterMixin): the test's storage is on a follower, and
+every further storage of the test on the next node in turn.
+
+- ZODB's mixin tests as RelStorage runs them (its ``HistoryFreeRelStorageTests`` through
+  the ZODB-6 aliases), restricted to the methods ZODB's ``BasicStorage`` (with
+  ``racetest.RaceTests``, whose external-invalidation race gets its second client on
+  another node), ``Synchronization``, ``ConflictResolution``, ``MTStorage`` and
+  ``PersistentStorage`` define;
+- the MVCC tests (mvcc.py): two storages, on two different nodes.
+
+Run: ``python -m zope.testrunner --test-path=. -s tests.conformance.paxos_3node -vvv`` from
+the repository root.
+"""
+
+from __future__ import annotations
+
+import unittest
+
+from relstorage.tests.hftestbase import HistoryFreeRelStorageTests
+from ZODB.tests import (
+    BasicStorage,
+    ConflictResolution,
+    MTStorage,
+    PersistentStorage,
+    Synchronization,
+    racetest,
+)
+from ZODB.tests.util import TestCase as ZODBTestCase
+
+from tests.conformance.mvcc import HistoryFreeMVCCTests, HistoryPreservingMVCCTests
+from tests.conformance.paxos_support import ThreeNodePaxosAdapterMixin
+from tests.conformance.skips import PAXOS_SKIPS, skip_methods
+from tests.conformance.zodb6_aliases import add_zodb6_check_aliases
+
+ZODB_MIXINS = (
+    BasicStorage.BasicStorage,
+    racetest.RaceTests,
+    Synchronization.SynchronizedStorage,
+    ConflictResolution.ConflictResolvingStorage,
+    MTStorage.MTStorage,
+    PersistentStorage.PersistentStorage,
+)
+BASE_DBNAME = "relstoragetest"
+
+
+def zodb_mixin_checks() -> set[str]:
+    """The check* names (aliases included) the ZODB mixin classes themselves define."""
+    names: set[str] = set()
+    for mixin in ZODB_MIXINS:
+        for cls in mixin.__mro__:
+            if cls.__module__.startswith("ZODB.tests."):
+                names |= {n for n in vars(cls) if n.startswith("check")}
+    return names - {"checkResolve"}  # a helper with a parameter, called by the tests
+
+
+def _make(name: str, bases: tuple[type, ...]) -> type:
+    klass = type(name, (ThreeNodePaxosAdapterMixin, *bases), {"driver_name": "apsw"})
+    klass.base_dbname = BASE_DBNAME
+    klass.__module__ = __name__
+    skip_methods(klass, PAXOS_SKIPS, ("check", "test"))
+    return klass
+
+
+def test_suite() -> unittest.TestSuite:
+    aliases = add_zodb6_check_aliases()
+    print(f"ZODB-6 check* aliases added: {aliases}")
+    suite = unittest.TestSuite()
+    zodb = _make("Paxos3HistoryFreeZODBMixinTests", (HistoryFreeRelStorageTests, ZODBTestCase))
+    names = sorted(zodb_mixin_checks() & set(dir(zodb)))
+    suite.addTests(zodb(name) for name in names)
+    loader = unittest.TestLoader()
+    for base in (HistoryFreeMVCCTests, HistoryPreservingMVCCTests):
+        suite.addTests(loader.loadTestsFromTestCase(_make("Paxos3" + base.__name__, (base,))))
+    return suite
