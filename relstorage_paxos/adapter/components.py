@@ -36,7 +36,7 @@ from relstorage.adapters.sqlite.txncontrol import (  # type: ignore[import-untyp
 )
 
 from relstorage_paxos.adapter import dbapi
-from relstorage_paxos.adapter.link import NodeLink
+from relstorage_paxos.adapter.link import OIDS_PER_REQUEST, NodeLink
 from relstorage_paxos.adapter.writes import Writer
 from relstorage_paxos.errors import NotReplicatedError, PaxosTransientError
 from relstorage_paxos.replica import Allocated, AllocateOids, Record
@@ -126,6 +126,11 @@ class PaxosOIDAllocator:
     def __init__(self, link: NodeLink, timeout_s: float) -> None:
         self._link = link
         self._timeout_s = timeout_s
+        self._floor = 0
+        """The highest ``set_min_oid`` so far: the node may still hold a block it reserved
+        before, partly at or below it, which this process must then not hand out."""
+        self._reserved: list[int] = []
+        """OIDs reserved by ``set_min_oid``'s own record, handed out first."""
 
     def new_instance(self) -> PaxosOIDAllocator:
         return self
@@ -136,24 +141,34 @@ class PaxosOIDAllocator:
     release = close
 
     def new_oids_no_cursor(self) -> list[int]:
-        return self._link.new_oids()
+        return self.new_oids()
 
     def new_oids(self, cursor: dbapi.Cursor | None = None) -> list[int]:
-        return self._link.new_oids()
+        if self._reserved:
+            oids, self._reserved = self._reserved, []
+            return oids
+        while True:  # a block below the floor runs out; the next one is above it
+            oids = [oid for oid in self._link.new_oids() if oid > self._floor]
+            if oids:
+                return oids
 
     def set_min_oid(self, cursor: dbapi.Cursor, oid_int: int) -> None:
         """No later allocation may return ``oid_int`` or below. OIDs the cluster handed out
         are below its ``next_oid`` already, so only OIDs from elsewhere (restores) cost a
         record: AllocateOids with ``min_oid`` moves ``next_oid`` past them."""
+        self._floor = max(self._floor, oid_int)
         cursor.execute("SELECT next_oid FROM paxos_meta")
         row = cursor.fetchone()
         assert row is not None
         if oid_int < int(row[0]):
             return
         request_id = b"min-oid-" + oid_int.to_bytes(8, "big") + self._link.node_id.to_bytes(4)
-        record = Record(request_id, AllocateOids(self._link.node_id, 1, min_oid=oid_int))
+        record = Record(
+            request_id, AllocateOids(self._link.node_id, OIDS_PER_REQUEST, min_oid=oid_int)
+        )
         _, outcome = self._link.propose(record, self._timeout_s)
         assert isinstance(outcome, Allocated), outcome
+        self._reserved = list(range(outcome.start + outcome.count - 1, outcome.start - 1, -1))
 
     def reset_oid(self, cursor: dbapi.Cursor | None = None) -> None:
         raise NotReplicatedError(ZAP_REFUSED)

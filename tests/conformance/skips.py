@@ -211,13 +211,6 @@ PAXOS_SKIPS: tuple[Skip, ...] = (
         kind="adapter-bug",
     ),
     Skip(
-        "checkSetMinOid",
-        "set_min_oid(32768) is followed by new_oid() == 101: the OID block the node already"
-        " reserved keeps being handed out below the new minimum (after a restore, new"
-        " objects could get the OIDs of restored ones)",
-        kind="adapter-bug",
-    ),
-    Skip(
         "checkTL_ConflictingReadCurrent",
         "the lock wait ignores a commit-lock-timeout changed after the adapter was made"
         " (locker.commit_lock_timeout): it waits 10 s where the test set 1 s",
