@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import transaction
 import ZODB
 import ZODB.config
+from persistent import Persistent
+from ZODB.POSException import ConflictError
 
 from relstorage_paxos.config import NodeSettings
 from relstorage_paxos.server import init_data_dir
@@ -56,3 +59,33 @@ def open_db(
 ) -> ZODB.DB:
     text = zconfig(data_dir, keep_history=keep_history, relstorage=relstorage, **paxos)
     return ZODB.config.databaseFromString(text)
+
+
+class Item(Persistent):
+    """A plain persistent object: no conflict resolution."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def assert_conflict_then_retry(db1: ZODB.DB, db2: ZODB.DB) -> None:
+    """Two databases (two processes, on one node or on two) write the same plain object:
+    the second commit gets ConflictError, its retry succeeds, and the result holds both."""
+    with db1.transaction() as conn:
+        conn.root()["item"] = Item(0)
+    tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
+    c1, c2 = db1.open(tm1), db2.open(tm2)
+    c1.root()["item"].value = 1
+    c2.root()["item"].value = 2
+    tm1.commit()
+    try:
+        tm2.commit()
+        raise AssertionError("the second write of the same object committed")
+    except ConflictError:
+        tm2.abort()
+    c2.root()["item"].value += 10
+    tm2.commit()
+    tm1.begin()
+    assert c1.root()["item"].value == 11
+    c1.close()
+    c2.close()

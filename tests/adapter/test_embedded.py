@@ -16,7 +16,6 @@ import pytest
 import transaction
 import ZODB
 from BTrees.Length import Length
-from persistent import Persistent
 from persistent.mapping import PersistentMapping
 from ZODB.blob import Blob
 from ZODB.Connection import TransactionMetaData
@@ -25,14 +24,7 @@ from ZODB.POSException import ConflictError, ReadConflictError
 from relstorage_paxos.adapter.link import acquire, release
 from relstorage_paxos.errors import NodeUnavailableError
 from relstorage_paxos.replica import LockObjects, Record
-from tests.adapter.support import make_node, open_db
-
-
-class Item(Persistent):
-    """A plain persistent object: no conflict resolution."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
+from tests.adapter.support import Item, assert_conflict_then_retry, make_node, open_db
 
 
 @pytest.fixture(params=[False, True], ids=["history-free", "history-preserving"])
@@ -111,22 +103,7 @@ def test_concurrent_length_increments_are_merged(db: ZODB.DB, other_db: ZODB.DB)
 
 
 def test_write_write_conflict_then_retry(db: ZODB.DB, other_db: ZODB.DB) -> None:
-    with db.transaction() as conn:
-        conn.root()["item"] = Item(0)
-    tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
-    c1, c2 = db.open(tm1), other_db.open(tm2)
-    c1.root()["item"].value = 1
-    c2.root()["item"].value = 2
-    tm1.commit()
-    with pytest.raises(ConflictError):
-        tm2.commit()
-    tm2.abort()
-    c2.root()["item"].value += 10
-    tm2.commit()
-    tm1.begin()
-    assert c1.root()["item"].value == 11
-    c1.close()
-    c2.close()
+    assert_conflict_then_retry(db, other_db)
 
 
 def test_read_current_conflict(db: ZODB.DB, other_db: ZODB.DB) -> None:
