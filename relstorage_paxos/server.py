@@ -284,7 +284,10 @@ class NodeServer:
     def _snapshot_source(self, min_slot: int) -> tuple[Path, int]:
         """A fresh snapshot of our replica for a peer (called on a gRPC thread: the backup
         reads through its own connection and never blocks the applier)."""
+        # One file per serving thread, replaced by that thread's next snapshot: at most one
+        # stale copy per thread stays on disk.
         path = self.data_dir / config.SNAPSHOT_DIR / f"outgoing-{threading.get_ident()}.sqlite3"
+        path.unlink(missing_ok=True)
         slot = Replica.snapshot_file(self.data_dir / config.REPLICA_FILE, path)
         return path, slot
 

@@ -291,3 +291,35 @@ def test_second_serve_on_one_data_dir_is_refused(tmp_path: Path) -> None:
         assert result.returncode == 2, result.stderr
         assert "in use by a running node" in result.stderr, result.stderr
         assert node.running
+
+
+def test_a_node_back_after_compaction_installs_a_snapshot_over_grpc(tmp_path: Path) -> None:
+    cluster = ProcessCluster(tmp_path, 3)
+    for node in cluster.nodes.values():  # compact early, so node 3 must take a snapshot
+        settings = node.data_dir / "node.toml"
+        text = settings.read_text().replace(
+            "compact-every-slots = 10000", "compact-every-slots = 20"
+        )
+        settings.write_text(text.replace("compact-keep-slots = 2000", "compact-keep-slots = 5"))
+    cluster.start()
+    try:
+        for round_ in range(2):  # a second install over the first one
+            cluster.nodes[3].stop()
+            for i in range(60):
+                propose_until_acked(cluster.nodes[1 + i % 2], f"r{round_}-{i}".encode())
+            # Restart the others too: the messages their transports queued for node 3 while
+            # it was down would otherwise bring it up to date without a snapshot.
+            for other in (cluster.nodes[1], cluster.nodes[2]):
+                other.stop()
+                other.start()
+            cluster.wait_for_leader()
+            cluster.nodes[3].start()
+            views = cluster.wait_converged()
+            assert len({v.running_hash for v in views}) == 1
+            installs = cluster.nodes[3].log_text().count("installed a snapshot")
+            assert installs == round_ + 1, cluster.nodes[3].log_text()
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
