@@ -140,9 +140,10 @@ def test_a_bad_batch_rejects_the_call_with_one_log_line(
     assert reason in excinfo.value.details()
     # The batch before the bad one was delivered; the bad one and everything after were not.
     assert node.received == [heartbeat(2, 1, 1)]
-    lines = our_log_lines(caplog, logging.INFO)
+    # One warning (INFO lines, such as a sender reconnecting on a loaded machine, may come
+    # and go).
+    lines = our_log_lines(caplog, logging.WARNING)
     assert len(lines) == 1, [r.getMessage() for r in lines]
-    assert lines[0].levelno == logging.WARNING
     assert "node 1" in lines[0].getMessage()
     assert reason in lines[0].getMessage()
     node.still_delivers()
@@ -153,7 +154,7 @@ def test_a_repeated_rejection_is_logged_once(node: Node, caplog: pytest.LogCaptu
     for _ in range(5):
         with pytest.raises(grpc.RpcError):
             node.raw_stream([b"\xff\xfe garbage"])
-    assert len(our_log_lines(caplog, logging.INFO)) == 1
+    assert len(our_log_lines(caplog, logging.WARNING)) == 1
 
 
 def test_an_oversized_batch_is_refused_by_grpc_and_the_node_stays_up(
@@ -166,14 +167,14 @@ def test_an_oversized_batch_is_refused_by_grpc_and_the_node_stays_up(
             n.raw_stream([b"\x00" * (100 * KIB)])
         assert excinfo.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
-        # One line "stream broke off" (gRPC does not tell the handler why), nothing louder;
-        # other INFO lines (a sender reconnecting on a loaded machine) may come and go.
-        def broke_off() -> int:
-            return sum("broke off" in r.getMessage() for r in our_log_lines(caplog, logging.INFO))
-
-        wait_until(None, lambda: broke_off() == 1)
         n.still_delivers()
-        assert broke_off() == 1
+        # At most one INFO line "stream broke off", and nothing louder. gRPC refuses the
+        # oversized message itself; whether the handler ever saw the call (and logs that
+        # line) depends on timing, so it may also be none.
+        broke_off = [
+            r for r in our_log_lines(caplog, logging.INFO) if "broke off" in r.getMessage()
+        ]
+        assert len(broke_off) <= 1, broke_off
         assert not our_log_lines(caplog, logging.WARNING)
     finally:
         n.transport.close()
