@@ -3,8 +3,8 @@ to the cluster's log (DESIGN.md §4) and reads behind the chosen consistency bar
 
 Owns: assembling the components (components.py) around one ``NodeLink`` and the three
 adapter-level algorithms RelStorage calls: ``lock_objects_and_detect_conflicts`` (vote),
-``lock_database_and_move`` (finish) and ``lock_database_and_choose_next_tid`` (refused: the
-applier chooses tids).
+``lock_database_and_move`` (finish) and ``lock_database_and_choose_next_tid`` (the
+replicated database lock, for history-preserving undo and deleteObject).
 Must not import: ``core``, ``log``, ``runtime``.
 Called by: RelStorage on application threads; one adapter instance per RelStorage instance
 (``new_instance``), all sharing the link, locker, mover, connection manager and OIDs.
@@ -204,9 +204,10 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
     def lock_database_and_choose_next_tid(
         self, cursor: Any, username: bytes, description: bytes, extension: bytes
     ) -> int:
-        raise NotReplicatedError(
-            "undo and deleteObject choose their tid before vote; they are not replicated yet"
-        )
+        """History-preserving undo and deleteObject: the replicated database lock, and the
+        tid the transaction will commit under (see ``Writer.lock_database``)."""
+        tid: int = self.locker.writer.lock_database(cursor)
+        return tid
 
     def lock_database_and_move(
         self,
@@ -218,17 +219,19 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
         committing_tid_int: int | None = None,
         after_selecting_tid: Callable[[int], object] = lambda tid: None,
     ) -> tuple[int, str]:
-        """tpc_finish: propose CommitTxn (RestoreTxn for a restore, with its own tid), wait
-        for local apply, return the tid."""
+        """tpc_finish: propose CommitTxn (RestoreTxn for a restore, with its own tid; with
+        the tid chosen under the database lock, if the transaction took it), wait for local
+        apply, return the tid."""
         if not commit:
             # Voting-time moves (RELSTORAGE_LOCK_EARLY, shared blob dirs) would commit at
             # vote, which a later abort could not undo.
             raise NotReplicatedError("committing at vote (RELSTORAGE_LOCK_EARLY)")
         cursor = store_connection.cursor
-        if committing_tid_int is None:
-            tid = self.locker.writer.commit(cursor, *ude)
-        else:
+        if cursor.connection.paxos_restore is not None:
             tid = self.locker.writer.restore(cursor, committing_tid_int, *ude)
+        else:
+            assert committing_tid_int == cursor.connection.paxos_database_tid, committing_tid_int
+            tid = self.locker.writer.commit(cursor, *ude)
         after_selecting_tid(tid)
         self.txncontrol.commit_phase2(store_connection, "-", load_connection)
         self.poller.after_commit()

@@ -4,9 +4,9 @@ attribute that must not write the replica or must speak to the node).
 Owns: read-only connections to ``replica.sqlite3``; the locker (object locks are the log's,
 taken by ``PaxosAdapter.lock_objects_and_detect_conflicts``; releasing them is an abort's
 ReleaseTxn); OIDs served by the node; the poller's consistency barrier; a schema installer
-that verifies what the node created and refuses to change it; refusals for what is not
-replicated yet (pack, undo, deleteObject, zap_all). Everything else is stock RelStorage
-SQLite, running its own SQL on the replica.
+that verifies what the node created and refuses to change it; undo and deleteObject staged
+in the TEMP tables; refusals for what is not replicated yet (pack, zap_all). Everything else
+is stock RelStorage SQLite, running its own SQL on the replica.
 Must not import: ``core``, ``log``, ``runtime``.
 Called by: RelStorage, on application threads.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from relstorage.adapters.packundo import (  # type: ignore[import-untyped]
     HistoryFreePackUndo,
@@ -34,6 +34,8 @@ from relstorage.adapters.sqlite.stats import Sqlite3Stats  # type: ignore[import
 from relstorage.adapters.sqlite.txncontrol import (  # type: ignore[import-untyped]
     Sqlite3TransactionControl,
 )
+from ZODB.POSException import UndoError
+from ZODB.utils import u64
 
 from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.link import OIDS_PER_REQUEST, NodeLink
@@ -72,15 +74,13 @@ class PaxosLocker(Sqlite3Locker):  # type: ignore[misc]
         self, cursor: dbapi.Cursor, ensure_current: Any = False, nowait: bool = False
     ) -> bool:
         """Only a restore (``ensure_current`` = its given tid) gets here: it locks its
-        objects at vote like any commit, and the applier checks its tid then. The other
-        callers choose a tid before vote under the stock database-wide lock, which the log
-        has no record for yet (HP undo and deleteObject, pack)."""
+        objects at vote like any commit, and the applier checks its tid then. Undo and
+        deleteObject take the replicated database lock through
+        ``PaxosAdapter.lock_database_and_choose_next_tid``; pack holds the stock lock to
+        change the replica directly, which is not replicated."""
         if isinstance(ensure_current, tuple):
             return True
-        raise NotReplicatedError(
-            "operations that choose their tid before vote (undo, deleteObject, pack)"
-            " are not replicated yet"
-        )
+        raise NotReplicatedError("pack is not replicated yet: it would change one replica only")
 
     def release_commit_lock(self, cursor: dbapi.Cursor) -> None:
         """Called at the end of every transaction, committed or aborted; after a commit
@@ -116,6 +116,10 @@ class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
 
     def upload_blob(self, cursor: dbapi.Cursor, oid: int, tid: int | None, filename: str) -> None:
         super().upload_blob(cursor, oid, None, filename)
+
+    def update_current(self, cursor: dbapi.Cursor, tid: int) -> None:
+        """Undo calls it to move current pointers at once; the applier does that when the
+        CommitTxn is applied, and ``verify_undoable`` reads staged states as current."""
 
 
 class PaxosOIDAllocator:
@@ -257,10 +261,91 @@ class PaxosStats(Sqlite3Stats):  # type: ignore[misc]
 
 
 class PaxosHistoryFreePackUndo(HistoryFreePackUndo):  # type: ignore[misc]
-    def deleteObject(self, cursor: dbapi.Cursor, oid: bytes, oldserial: bytes) -> None:
-        raise NotReplicatedError("deleteObject is not replicated yet")
+    def deleteObject(self, cursor: dbapi.Cursor, oid: bytes, oldserial: bytes) -> int:
+        """Stage the delete in ``temp_store`` (a row without a state) instead of deleting
+        from the replica: vote locks the OID like any write and checks ``oldserial`` is
+        still current, and finish's CommitTxn deletes it on every replica. Returns the
+        rows it will delete, as RelStorage's does: 0 if already staged or not current."""
+        oid_int, tid_int = u64(oid), u64(oldserial)
+        cursor.execute(
+            "SELECT 1 FROM object_state WHERE zoid = ? AND tid = ?"
+            " AND NOT EXISTS (SELECT 1 FROM temp_store WHERE zoid = ? AND state IS NULL)",
+            (oid_int, tid_int, oid_int),
+        )
+        if cursor.fetchone() is None:
+            return 0
+        cursor.execute(
+            "INSERT OR REPLACE INTO temp_store (zoid, prev_tid, md5, state)"
+            " VALUES (?, ?, NULL, NULL)",
+            (oid_int, tid_int),
+        )
+        return 1
 
 
 class PaxosHistoryPreservingPackUndo(HistoryPreservingPackUndo):  # type: ignore[misc]
-    def deleteObject(self, cursor: dbapi.Cursor, oid: bytes, oldserial: bytes) -> None:
-        raise NotReplicatedError("deleteObject is not replicated yet")
+    """Undo staged in ``temp_store`` instead of written to the replica. The transaction
+    holds the database lock from ``undo()`` on (RelStorage takes its commit lock there too),
+    so the states read here stay current until finish's CommitTxn writes them, under the
+    tid chosen with the lock. deleteObject needs nothing here: RelStorage stages its
+    "whiteout" (a NULL state) itself."""
+
+    def verify_undoable(self, cursor: dbapi.Cursor, undo_tid: int) -> None:
+        """RelStorage's rules, with "current" meaning what this transaction has staged, if
+        anything (an earlier undo of the same transaction), else the replica's current
+        state: every object of ``undo_tid`` must still have the state it had there (so
+        only the latest change of each object can be undone, as RelStorage does), and
+        the root's creation cannot be undone."""
+        self._is_packed_tx_query.execute(cursor, {"undo_tid": undo_tid})
+        if not cursor.fetchall():
+            raise UndoError("Transaction not found or packed")  # type: ignore[no-untyped-call]
+        cursor.execute(_MODIFIED_LATER, (undo_tid,))
+        if cursor.fetchall():
+            raise UndoError("Some data were modified by a later transaction")  # type: ignore[no-untyped-call]
+        self._is_root_creation_tx_query.execute(cursor, {"undo_tid": undo_tid})
+        if cursor.fetchall():
+            raise UndoError("Can't undo the creation of the root object")  # type: ignore[no-untyped-call]
+
+    def undo(self, cursor: dbapi.Cursor, undo_tid: int, self_tid: int) -> list[tuple[int, int]]:
+        """Stage, for every object ``undo_tid`` wrote, the state it had before (none if that
+        transaction created it) and that state's blob; return ``(oid, tid the state comes
+        from)`` pairs as RelStorage's does. ``prev_tid`` is the replica's current tid,
+        which the database lock keeps current."""
+        cursor.execute(_UNDONE_STATES, (undo_tid,))
+        rows = cursor.fetchall()
+        for oid, before_tid, md5, state, current_tid in rows:
+            cursor.execute(
+                "INSERT OR REPLACE INTO temp_store (zoid, prev_tid, md5, state)"
+                " VALUES (?, ?, ?, ?)",
+                (oid, current_tid, md5, state),
+            )
+            cursor.execute("DELETE FROM temp_blob_chunk WHERE zoid = ?", (oid,))
+            cursor.execute(
+                "INSERT INTO temp_blob_chunk (zoid, chunk_num, chunk)"
+                " SELECT zoid, chunk_num, chunk FROM blob_chunk WHERE zoid = ? AND tid = ?",
+                (oid, before_tid),
+            )
+        return [(int(oid), int(before_tid)) for oid, before_tid, *_ in rows]
+
+
+_MODIFIED_LATER: Final = """
+    SELECT undone.zoid
+    FROM object_state AS undone
+    LEFT JOIN temp_store ON temp_store.zoid = undone.zoid
+    LEFT JOIN current_object ON current_object.zoid = undone.zoid
+    LEFT JOIN object_state AS cur
+        ON cur.zoid = undone.zoid AND cur.tid = current_object.tid
+    WHERE undone.tid = ?
+        AND CASE WHEN temp_store.zoid IS NULL THEN cur.state ELSE temp_store.state END
+            IS NOT undone.state
+    ORDER BY undone.zoid
+"""
+
+_UNDONE_STATES: Final = """
+    SELECT undone.zoid, undone.prev_tid, before.md5, before.state, current_object.tid
+    FROM object_state AS undone
+    JOIN current_object ON current_object.zoid = undone.zoid
+    LEFT JOIN object_state AS before
+        ON before.zoid = undone.zoid AND before.tid = undone.prev_tid
+    WHERE undone.tid = ?
+    ORDER BY undone.zoid
+"""

@@ -135,8 +135,15 @@ class Connection:
     """Set by the adapter on a store connection while its transaction may hold (or wait for)
     replicated object locks, so whichever path ends the transaction releases them."""
 
+    paxos_lease_until_us: int = 0
+    """The lease of the lock request ``paxos_txn_id`` made; its release carries it."""
+
     paxos_restore: tuple[int, bool] | None = None
     """Set by the adapter on a store connection restoring a transaction: (tid, packed)."""
+
+    paxos_database_tid: int | None = None
+    """Set by the adapter on a store connection whose transaction holds the database lock:
+    the tid it chose, under which it commits (history-preserving undo and deleteObject)."""
 
     def __init__(self, db: apsw.Connection, path: str, isolation_level: str | None) -> None:
         self.db = db

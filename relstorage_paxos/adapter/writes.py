@@ -20,6 +20,11 @@ The contract with the applier (relstorage_paxos.replica):
 - ``restore``: RestoreTxn, the same for a restored transaction (copyTransactionsFrom,
   zodbconvert): its own tid, no ``prev_tid`` (the applier checks the tid follows every tid
   applied so far, and the locks).
+- ``lock_database``: LockObjects for the whole database, for the paths that must know their
+  tid before vote (history-preserving undo and deleteObject, as RelStorage's
+  ``lock_database_and_choose_next_tid``). Once it is granted and applied here nothing else
+  can commit, so the tid chosen from the local replica's last tid stays the next one; the
+  transaction's vote takes no object locks, and its CommitTxn carries that tid.
 - ``release``: ReleaseTxn, for an abort after a lock request (granted, waiting or unknown).
 
 Request ids are ``txn_id`` + a suffix per record, so a retry after ``OutcomeUnknownError``
@@ -61,6 +66,7 @@ from relstorage_paxos.replica import (
     RestoredObject,
     RestoreTxn,
 )
+from relstorage_paxos.replica.tids import next_tid
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +96,8 @@ class Writer:
         """Vote: lock what the transaction writes and read-current-checks; raise
         ``UnableToLockRowsToModifyError`` (a ConflictError) if not granted in time."""
         conn = cursor.connection
+        if conn.paxos_database_tid is not None:
+            return  # the database lock covers every object
         if conn.paxos_txn_id is not None:  # a path that ended without releasing
             self.release(conn)
         # End any transaction (a restore's TEMP writes leave one open): the checks after the
@@ -100,19 +108,58 @@ class Writer:
         read_oids = tuple(sorted(set(read_current_oids) - set(write_oids)))
         if not write_oids and not read_oids:
             return
+        self._take_locks(
+            cursor,
+            write_oids,
+            read_oids,
+            f"object locks ({len(write_oids)} written, {len(read_oids)} read-current oids)",
+        )
+
+    def lock_database(self, cursor: dbapi.Cursor) -> int:
+        """Take the database lock (once per transaction) and return the tid this
+        transaction will commit under; raise ``UnableToLockRowsToModifyError`` if not
+        granted within the commit lock timeout."""
+        conn = cursor.connection
+        if conn.paxos_database_tid is not None:
+            return conn.paxos_database_tid
+        if conn.paxos_txn_id is not None:  # a path that ended without releasing
+            self.release(conn)
+        self._take_locks(cursor, (), (), "the database lock")
+        # A new read transaction, so the last tid read is the one as of the grant or later.
+        conn.return_to_repeatable_read()
+        cursor.execute("SELECT last_tid FROM paxos_meta")
+        row = cursor.fetchone()
+        assert row is not None
+        tid = next_tid(int(row[0]), _now_us())
+        conn.paxos_database_tid = tid
+        return tid
+
+    def _take_locks(
+        self,
+        cursor: dbapi.Cursor,
+        write_oids: tuple[int, ...],
+        read_oids: tuple[int, ...],
+        what: str,
+    ) -> None:
+        """Propose LockObjects (the database lock if no OIDs are named) and wait until it
+        is granted and applied here."""
+        conn = cursor.connection
         txn_id = os.urandom(16)
-        conn.paxos_txn_id = txn_id  # from here on, an abort must release
         lease_until_us = _now_us() + int((self._timeout_s + self._lease_s) * 1_000_000)
-        body = LockObjects(txn_id, self._link.node_id, write_oids, read_oids, lease_until_us)
+        conn.paxos_txn_id = txn_id  # from here on, an abort must release
+        conn.paxos_lease_until_us = lease_until_us
+        database = not write_oids and not read_oids
+        body = LockObjects(
+            txn_id, self._link.node_id, write_oids, read_oids, lease_until_us, database
+        )
         try:
             slot, outcome = self._propose(txn_id + b"/lock", body, self._timeout_s)
         except (OutcomeUnknownError, NodeUnavailableError) as exc:
             raise UnableToLockRowsToModifyError(
-                f"object locks not granted within commit-lock-timeout {self._timeout_s} s"
-                f" ({len(write_oids)} written, {len(read_oids)} read-current oids): {exc}"
+                f"{what} not granted within commit-lock-timeout {self._timeout_s} s: {exc}"
             ) from exc
         if not isinstance(outcome, Granted):
-            raise UnableToLockRowsToModifyError(f"object lock request refused: {outcome}")
+            raise UnableToLockRowsToModifyError(f"{what} refused: {outcome}")
         self._ensure_applied(cursor, slot)
 
     def _ensure_applied(self, cursor: dbapi.Cursor, slot: int) -> None:
@@ -136,7 +183,7 @@ class Writer:
         txn_id = conn.paxos_txn_id or os.urandom(16)
         cursor.execute("SELECT zoid, prev_tid, state FROM temp_store ORDER BY zoid")
         writes = tuple(
-            ObjectWrite(int(oid), int(prev_tid), bytes(state or b""))
+            ObjectWrite(int(oid), int(prev_tid), None if state is None else bytes(state))
             for oid, prev_tid, state in cursor.fetchall()
         )
         body = CommitTxn(
@@ -147,6 +194,7 @@ class Writer:
             extension=extension,
             writes=writes,
             blobs=self._temp_blobs(cursor),
+            tid=conn.paxos_database_tid or 0,
         )
         return self._finish(conn, txn_id, body).tid
 
@@ -179,6 +227,7 @@ class Writer:
             raise StorageError(f"commit of txn {txn_id.hex()} refused: {outcome}")
         conn.paxos_txn_id = None  # the record released the locks
         conn.paxos_restore = None
+        conn.paxos_database_tid = None
         return outcome
 
     def restore(
@@ -220,12 +269,14 @@ class Writer:
     def release(self, conn: dbapi.Connection) -> None:
         """Abort: drop the transaction's locks or its waiting request, if it made one."""
         conn.paxos_restore = None
+        conn.paxos_database_tid = None
         txn_id = conn.paxos_txn_id
         if txn_id is None:
             return
         conn.paxos_txn_id = None
+        release = ReleaseTxn(txn_id, conn.paxos_lease_until_us)
         try:
-            self._propose(txn_id + b"/release", ReleaseTxn(txn_id), RELEASE_TIMEOUT_S)
+            self._propose(txn_id + b"/release", release, RELEASE_TIMEOUT_S)
         except PaxosError as exc:
             logger.warning(
                 "could not release the locks of txn %s at node %d (%s); its lease frees them",

@@ -29,18 +29,20 @@ class Record(_message.Message):
     def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ..., restore_txn: _Optional[_Union[RestoreTxn, _Mapping]] = ...) -> None: ...
 
 class LockObjects(_message.Message):
-    __slots__ = ("txn_id", "node_id", "write_oids", "read_current_oids", "lease_until_us")
+    __slots__ = ("txn_id", "node_id", "write_oids", "read_current_oids", "lease_until_us", "database")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     WRITE_OIDS_FIELD_NUMBER: _ClassVar[int]
     READ_CURRENT_OIDS_FIELD_NUMBER: _ClassVar[int]
     LEASE_UNTIL_US_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
     txn_id: bytes
     node_id: int
     write_oids: _containers.RepeatedScalarFieldContainer[int]
     read_current_oids: _containers.RepeatedScalarFieldContainer[int]
     lease_until_us: int
-    def __init__(self, txn_id: _Optional[bytes] = ..., node_id: _Optional[int] = ..., write_oids: _Optional[_Iterable[int]] = ..., read_current_oids: _Optional[_Iterable[int]] = ..., lease_until_us: _Optional[int] = ...) -> None: ...
+    database: bool
+    def __init__(self, txn_id: _Optional[bytes] = ..., node_id: _Optional[int] = ..., write_oids: _Optional[_Iterable[int]] = ..., read_current_oids: _Optional[_Iterable[int]] = ..., lease_until_us: _Optional[int] = ..., database: _Optional[bool] = ...) -> None: ...
 
 class ObjectWrite(_message.Message):
     __slots__ = ("oid", "prev_tid", "state")
@@ -61,7 +63,7 @@ class BlobWrite(_message.Message):
     def __init__(self, oid: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class CommitTxn(_message.Message):
-    __slots__ = ("txn_id", "timestamp_us", "user", "description", "extension", "writes", "blobs")
+    __slots__ = ("txn_id", "timestamp_us", "user", "description", "extension", "writes", "blobs", "tid")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +71,7 @@ class CommitTxn(_message.Message):
     EXTENSION_FIELD_NUMBER: _ClassVar[int]
     WRITES_FIELD_NUMBER: _ClassVar[int]
     BLOBS_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
     txn_id: bytes
     timestamp_us: int
     user: bytes
@@ -76,7 +79,8 @@ class CommitTxn(_message.Message):
     extension: bytes
     writes: _containers.RepeatedCompositeFieldContainer[ObjectWrite]
     blobs: _containers.RepeatedCompositeFieldContainer[BlobWrite]
-    def __init__(self, txn_id: _Optional[bytes] = ..., timestamp_us: _Optional[int] = ..., user: _Optional[bytes] = ..., description: _Optional[bytes] = ..., extension: _Optional[bytes] = ..., writes: _Optional[_Iterable[_Union[ObjectWrite, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobWrite, _Mapping]]] = ...) -> None: ...
+    tid: int
+    def __init__(self, txn_id: _Optional[bytes] = ..., timestamp_us: _Optional[int] = ..., user: _Optional[bytes] = ..., description: _Optional[bytes] = ..., extension: _Optional[bytes] = ..., writes: _Optional[_Iterable[_Union[ObjectWrite, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobWrite, _Mapping]]] = ..., tid: _Optional[int] = ...) -> None: ...
 
 class RestoredObject(_message.Message):
     __slots__ = ("oid", "state")
@@ -107,10 +111,12 @@ class RestoreTxn(_message.Message):
     def __init__(self, txn_id: _Optional[bytes] = ..., tid: _Optional[int] = ..., user: _Optional[bytes] = ..., description: _Optional[bytes] = ..., extension: _Optional[bytes] = ..., packed: _Optional[bool] = ..., objects: _Optional[_Iterable[_Union[RestoredObject, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobWrite, _Mapping]]] = ...) -> None: ...
 
 class ReleaseTxn(_message.Message):
-    __slots__ = ("txn_id",)
+    __slots__ = ("txn_id", "lease_until_us")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_UNTIL_US_FIELD_NUMBER: _ClassVar[int]
     txn_id: bytes
-    def __init__(self, txn_id: _Optional[bytes] = ...) -> None: ...
+    lease_until_us: int
+    def __init__(self, txn_id: _Optional[bytes] = ..., lease_until_us: _Optional[int] = ...) -> None: ...
 
 class ExpireLeases(_message.Message):
     __slots__ = ("now_us",)

@@ -37,7 +37,11 @@ class Driver:
     """What RelStorage's query builders and components ask of an ``IDBDriver``."""
 
     dialect = Sqlite3Dialect()
-    Binary = bytes
+
+    @staticmethod
+    def Binary(data: bytes | None) -> bytes | None:
+        """As RelStorage's drivers do: None stays None (a NULL state, i.e. a delete)."""
+        return None if data is None else bytes(data)
 
 
 class ConnectionManager:

@@ -353,7 +353,7 @@ class Replica:
             case RestoreTxn():
                 return self._restore_txn(slot, body, state)
             case ReleaseTxn():
-                return Released(self._release(slot, body.txn_id, "released"))
+                return self._release_txn(slot, body)
             case ExpireLeases():
                 return self._expire_leases(slot, body)
             case AllocateOids():
@@ -364,28 +364,42 @@ class Replica:
                 assert_never(body)
 
     def _lock_objects(self, request_id: bytes, lock: LockObjects) -> RecordedOutcome:
+        if self._locks.was_released(lock.txn_id):
+            # Its proposer gave up waiting and aborted; granting it now would hold the
+            # locks for nobody until the lease ends.
+            return Rejected(f"txn {lock.txn_id.hex()} was released before this request")
         if self._locks.has_request(lock.txn_id):
             # A second request while holding or waiting would be hold-and-wait.
             return Rejected(f"txn {lock.txn_id.hex()} already holds or awaits locks")
         exclusive_by_oid = dict.fromkeys(lock.read_current_oids, False)
         exclusive_by_oid.update(dict.fromkeys(lock.write_oids, True))
         granted = self._locks.request(
-            lock.txn_id, request_id, lock.node_id, lock.lease_until_us, exclusive_by_oid
+            lock.txn_id,
+            request_id,
+            lock.node_id,
+            lock.lease_until_us,
+            exclusive_by_oid,
+            database=lock.database,
         )
         return Granted() if granted else Queued()
 
     def _commit_txn(self, slot: int, commit: CommitTxn, state: _SlotState) -> RecordedOutcome:
-        held = self._locks.granted_oids(commit.txn_id) or {}
-        unlocked = sorted(w.oid for w in commit.writes if not held.get(w.oid, False))
-        if unlocked:
-            return Conflict(
-                f"txn {commit.txn_id.hex()} holds no exclusive lock on oids {unlocked[:20]}"
-            )
+        refused = self._check_locks(commit.txn_id, (w.oid for w in commit.writes))
+        if refused is not None:
+            return refused
+        if commit.tid:
+            if not self._locks.holds_database(commit.txn_id):
+                return Conflict(
+                    f"txn {commit.txn_id.hex()} chose its tid without the database lock"
+                )
+            if commit.tid <= state.last_tid:
+                # Cannot happen while the database lock is held: nothing else commits.
+                return Rejected(f"commit tid {commit.tid} is not after last tid {state.last_tid}")
         stale = self._writer.stage(commit)
         if stale:
             self._writer.clear()
             return Conflict("prev_tid is not the current tid", tuple(stale))
-        tid = next_tid(state.last_tid, commit.timestamp_us)
+        tid = commit.tid or next_tid(state.last_tid, commit.timestamp_us)
         assert state.last_tid < tid <= MAX_OID, (state.last_tid, tid)
         self._writer.write(commit, tid)
         self._writer.clear()
@@ -393,12 +407,9 @@ class Replica:
         return Committed(tid, self._release(slot, commit.txn_id, "committed"))
 
     def _restore_txn(self, slot: int, restore: RestoreTxn, state: _SlotState) -> RecordedOutcome:
-        held = self._locks.granted_oids(restore.txn_id) or {}
-        unlocked = sorted(o.oid for o in restore.objects if not held.get(o.oid, False))
-        if unlocked:
-            return Conflict(
-                f"txn {restore.txn_id.hex()} holds no exclusive lock on oids {unlocked[:20]}"
-            )
+        refused = self._check_locks(restore.txn_id, (o.oid for o in restore.objects))
+        if refused is not None:
+            return refused
         if restore.tid <= state.last_tid:
             # Pollers read changes by tid > the last tid they saw: an earlier tid appearing
             # now would never reach them.
@@ -406,6 +417,19 @@ class Replica:
         self._writer.restore(restore)
         state.last_tid = restore.tid
         return Committed(restore.tid, self._release(slot, restore.txn_id, "committed"))
+
+    def _check_locks(self, txn_id: bytes, oids: Iterable[int]) -> Conflict | None:
+        """A Conflict if the txn does not hold all of ``oids`` exclusively: its locks expired
+        (or it never took them), so someone else may have written them since vote."""
+        unlocked = self._locks.unlocked(txn_id, oids)
+        if not unlocked:
+            return None
+        return Conflict(f"txn {txn_id.hex()} holds no exclusive lock on oids {unlocked[:20]}")
+
+    def _release_txn(self, slot: int, release: ReleaseTxn) -> RecordedOutcome:
+        if not self._locks.has_request(release.txn_id) and release.lease_until_us:
+            self._locks.remember_released(release.txn_id, release.lease_until_us)
+        return Released(self._release(slot, release.txn_id, "released"))
 
     def _release(self, slot: int, txn_id: bytes, why: str) -> tuple[bytes, ...]:
         """Drop the txn's lock request; grant what that unblocks; return the granted ids."""

@@ -45,9 +45,10 @@ from relstorage_paxos.replica.records import (
     RestoreTxn,
 )
 
-RECORD_VERSION: Final = 2
+RECORD_VERSION: Final = 3
 """The record format this code writes and applies; see records.proto on when to bump it.
-2: RestoreTxn."""
+2: RestoreTxn. 3: database locks, deletes (ObjectWrite without state), CommitTxn.tid,
+ReleaseTxn.lease_until_us."""
 
 
 def encode_record(record: Record) -> bytes:
@@ -63,6 +64,7 @@ def encode_record(record: Record) -> bytes:
                     write_oids=body.write_oids,
                     read_current_oids=body.read_current_oids,
                     lease_until_us=body.lease_until_us,
+                    database=body.database,
                 )
             )
         case CommitTxn():
@@ -74,10 +76,13 @@ def encode_record(record: Record) -> bytes:
                     description=body.description,
                     extension=body.extension,
                     writes=[
-                        pb.ObjectWrite(oid=w.oid, prev_tid=w.prev_tid, state=w.state)
+                        pb.ObjectWrite(oid=w.oid, prev_tid=w.prev_tid)
+                        if w.state is None
+                        else pb.ObjectWrite(oid=w.oid, prev_tid=w.prev_tid, state=w.state)
                         for w in body.writes
                     ],
                     blobs=[pb.BlobWrite(oid=b.oid, data=b.data) for b in body.blobs],
+                    tid=body.tid,
                 )
             )
         case RestoreTxn():
@@ -100,6 +105,7 @@ def encode_record(record: Record) -> bytes:
             )
         case ReleaseTxn():
             message.release_txn.txn_id = body.txn_id
+            message.release_txn.lease_until_us = body.lease_until_us
         case ExpireLeases():
             message.expire_leases.now_us = body.now_us
         case AllocateOids():
@@ -139,6 +145,7 @@ def _decode_body(message: pb.Record) -> RecordBody:
             write_oids=tuple(lock.write_oids),
             read_current_oids=tuple(lock.read_current_oids),
             lease_until_us=lock.lease_until_us,
+            database=lock.database,
         )
     if kind == "commit_txn":
         commit = message.commit_txn
@@ -148,8 +155,12 @@ def _decode_body(message: pb.Record) -> RecordBody:
             user=commit.user,
             description=commit.description,
             extension=commit.extension,
-            writes=tuple(ObjectWrite(w.oid, w.prev_tid, w.state) for w in commit.writes),
+            writes=tuple(
+                ObjectWrite(w.oid, w.prev_tid, w.state if w.HasField("state") else None)
+                for w in commit.writes
+            ),
             blobs=tuple(BlobWrite(b.oid, b.data) for b in commit.blobs),
+            tid=commit.tid,
         )
     if kind == "restore_txn":
         restore = message.restore_txn
@@ -167,7 +178,8 @@ def _decode_body(message: pb.Record) -> RecordBody:
             blobs=tuple(BlobWrite(b.oid, b.data) for b in restore.blobs),
         )
     if kind == "release_txn":
-        return ReleaseTxn(txn_id=message.release_txn.txn_id)
+        release = message.release_txn
+        return ReleaseTxn(txn_id=release.txn_id, lease_until_us=release.lease_until_us)
     if kind == "expire_leases":
         return ExpireLeases(now_us=message.expire_leases.now_us)
     if kind == "allocate_oids":

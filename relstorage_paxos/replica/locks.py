@@ -1,11 +1,16 @@
 """Replicated object locks: exclusive for written OIDs, shared for readCurrent OIDs.
 
-Owns: the ``paxos_lock_request`` and ``paxos_lock_oid`` tables and their rules.
+Owns: the ``paxos_lock_request``, ``paxos_lock_oid`` and ``paxos_released_txn`` tables and
+their rules.
 - A request is all or nothing: granted with every OID it names, or waiting with none.
 - Waiting is FIFO: a request is granted only if no granted request, and no request that came
   before it, holds or wants one of its OIDs in a conflicting mode (shared/shared is the only
   compatible pair). So a stream of readers cannot starve a writer, and requests that touch
   nothing in common pass each other.
+- The database lock is one more lockable item, ``DATABASE``, which no OID can be: every
+  object request also holds it shared, a database request holds it (and nothing else)
+  exclusively. So the same FIFO rule makes a database request wait for every request ahead
+  of it and every later request wait for it, and a database lock never starves.
 - No hold-and-wait: a txn has at most one request, and a granted request never waits for more.
   The oldest waiting request waits only for granted ones, which commits, releases and lease
   expiries end, so there is no deadlock (Coffman's conditions need hold-and-wait).
@@ -18,11 +23,14 @@ Called by: the applier thread, inside the slot's SQLite transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 import apsw
+
+DATABASE: Final = -1
+"""The ``zoid`` of the database lock's row in ``paxos_lock_oid``; OIDs are never negative."""
 
 _BLOCKED: Final = """
     SELECT EXISTS (
@@ -51,6 +59,19 @@ class LockTable:
     def __init__(self, db: apsw.Connection) -> None:
         self._db = db
 
+    def remember_released(self, txn_id: bytes, lease_until_us: int) -> None:
+        """The txn was released with no request applied: refuse one until its lease ends."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO paxos_released_txn (txn_id, lease_until_us) VALUES (?, ?)",
+            (txn_id, lease_until_us),
+        )
+
+    def was_released(self, txn_id: bytes) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM paxos_released_txn WHERE txn_id = ?", (txn_id,)
+        ).fetchone()
+        return row is not None
+
     def has_request(self, txn_id: bytes) -> bool:
         row = self._db.execute(
             "SELECT 1 FROM paxos_lock_request WHERE txn_id = ?", (txn_id,)
@@ -64,10 +85,15 @@ class LockTable:
         node_id: int,
         lease_until_us: int,
         exclusive_by_oid: Mapping[int, bool],
+        database: bool = False,
     ) -> bool:
         """Add a request at the tail of the queue and grant it if nothing is in its way;
-        return whether it was granted. The txn must have no request yet."""
+        return whether it was granted. The txn must have no request yet. ``database``: the
+        database lock, in which case ``exclusive_by_oid`` must be empty."""
         assert not self.has_request(txn_id), txn_id
+        assert not (database and exclusive_by_oid), txn_id
+        assert DATABASE not in exclusive_by_oid, txn_id
+        items = {**exclusive_by_oid, DATABASE: database}
         row = self._db.execute(
             "SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM paxos_lock_request"
         ).fetchone()
@@ -82,12 +108,24 @@ class LockTable:
         )
         self._db.executemany(
             "INSERT INTO paxos_lock_oid (txn_id, zoid, exclusive) VALUES (?, ?, ?)",
-            [(txn_id, oid, int(exclusive_by_oid[oid])) for oid in sorted(exclusive_by_oid)],
+            [(txn_id, oid, int(items[oid])) for oid in sorted(items)],
         )
         return self._grant_if_free(txn_id, queue_seq)
 
-    def granted_oids(self, txn_id: bytes) -> dict[int, bool] | None:
-        """``{oid: exclusive}`` held by the txn, or None if it holds no granted request."""
+    def unlocked(self, txn_id: bytes, oids: Iterable[int]) -> list[int]:
+        """Those of ``oids`` the txn does not hold exclusively, in order: all of them if it
+        holds no granted request, none if it holds the database lock."""
+        held = self._granted_items(txn_id) or {}
+        if held.get(DATABASE, False):
+            return []
+        return sorted(oid for oid in oids if not held.get(oid, False))
+
+    def holds_database(self, txn_id: bytes) -> bool:
+        return (self._granted_items(txn_id) or {}).get(DATABASE, False)
+
+    def _granted_items(self, txn_id: bytes) -> dict[int, bool] | None:
+        """``{zoid: exclusive}`` held by the txn (``DATABASE`` included), or None if it holds
+        no granted request."""
         row = self._db.execute(
             "SELECT granted FROM paxos_lock_request WHERE txn_id = ?", (txn_id,)
         ).fetchone()
@@ -126,6 +164,7 @@ class LockTable:
             assert isinstance(request_id, bytes), request_id
             expired.append(Dropped(txn_id, request_id, bool(granted)))
         self._db.execute("DELETE FROM paxos_lock_request WHERE lease_until_us < ?", (now_us,))
+        self._db.execute("DELETE FROM paxos_released_txn WHERE lease_until_us < ?", (now_us,))
         return expired
 
     def grant_waiting(self) -> list[bytes]:
@@ -153,11 +192,15 @@ class LockTable:
 
 
 def earliest_lease_until_us(db: apsw.Connection) -> int | None:
-    """The earliest ``lease_until_us`` of any lock request, held or waiting; None if there is
-    none. The leader reads it on a read-only connection of its own to propose ExpireLeases
-    only when some lease has run out (replicated state, so any node's answer is the same at
-    the same slot)."""
-    row = db.execute("SELECT MIN(lease_until_us) FROM paxos_lock_request").fetchone()
+    """The earliest ``lease_until_us`` of any lock request, held or waiting, or remembered
+    release; None if there is none. The leader reads it on a read-only connection of its own
+    to propose ExpireLeases only when some lease has run out (replicated state, so any node's
+    answer is the same at the same slot)."""
+    row = db.execute(
+        "SELECT MIN(lease_until_us) FROM"
+        " (SELECT lease_until_us FROM paxos_lock_request"
+        " UNION ALL SELECT lease_until_us FROM paxos_released_txn)"
+    ).fetchone()
     assert row is not None
     (earliest,) = row
     assert earliest is None or isinstance(earliest, int), earliest

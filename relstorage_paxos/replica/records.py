@@ -44,25 +44,37 @@ def _check_oids(name: str, oids: tuple[int, ...]) -> None:
 @dataclass(frozen=True, slots=True)
 class LockObjects:
     """tpc_vote: lock ``write_oids`` exclusively and ``read_current_oids`` shared, all or
-    nothing. An OID in both lists is locked exclusively."""
+    nothing. An OID in both lists is locked exclusively.
+
+    ``database``: lock the whole database exclusively instead (no OIDs then). Paths that must
+    know their tid before vote take it (history-preserving undo and deleteObject): while it
+    is held no other transaction holds any lock, so no other commit can take a tid, and the
+    holder may commit under a tid it chose (``CommitTxn.tid``)."""
 
     txn_id: bytes
     node_id: int
     write_oids: tuple[int, ...]
     read_current_oids: tuple[int, ...]
     lease_until_us: int
+    database: bool = False
 
     def __post_init__(self) -> None:
         _check_id("txn_id", self.txn_id)
         _check_oids("write_oids", self.write_oids)
         _check_oids("read_current_oids", self.read_current_oids)
+        if self.database and (self.write_oids or self.read_current_oids):
+            raise MalformedRecord("a database lock names no oids")
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectWrite:
+    """``state`` None deletes the object: history-free removes its row, history-preserving
+    writes a NULL state (RelStorage's "whiteout": loads raise POSKeyError, older states stay
+    until a pack)."""
+
     oid: int
     prev_tid: int
-    state: bytes
+    state: bytes | None
 
     def __post_init__(self) -> None:
         _check_oids("oid", (self.oid,))
@@ -79,7 +91,9 @@ class BlobWrite:
 
 @dataclass(frozen=True, slots=True)
 class CommitTxn:
-    """tpc_finish: write ``writes`` (and ``blobs``) under a tid chosen at apply."""
+    """tpc_finish: write ``writes`` (and ``blobs``) under a tid chosen at apply, or under
+    ``tid`` if it is not 0: the txn then must hold the database lock (see LockObjects), and
+    the tid must follow every tid applied."""
 
     txn_id: bytes
     timestamp_us: int
@@ -88,9 +102,11 @@ class CommitTxn:
     extension: bytes
     writes: tuple[ObjectWrite, ...]
     blobs: tuple[BlobWrite, ...] = ()
+    tid: int = 0
 
     def __post_init__(self) -> None:
         _check_id("txn_id", self.txn_id)
+        _check_oids("tid", (self.tid,))
         if not 0 <= self.timestamp_us <= MAX_TIMESTAMP_US:
             raise MalformedRecord(f"timestamp_us {self.timestamp_us} outside 0..{MAX_TIMESTAMP_US}")
         write_oids = [write.oid for write in self.writes]
@@ -150,9 +166,14 @@ class RestoreTxn:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseTxn:
-    """tpc_abort: drop the txn's locks or its waiting lock request."""
+    """tpc_abort: drop the txn's locks or its waiting lock request.
+
+    ``lease_until_us``: the lease of the txn's lock request, if it made one. A request whose
+    answer never came may still be chosen after this release; if none has been applied yet,
+    the txn is remembered as released until then, and a late request is refused."""
 
     txn_id: bytes
+    lease_until_us: int = 0
 
     def __post_init__(self) -> None:
         _check_id("txn_id", self.txn_id)

@@ -15,6 +15,9 @@ The ``paxos_*`` tables hold the rest of the replicated state (DESIGN.md §2, §3
   readCurrent; they are held while the request is granted.
 - ``paxos_outcome``: the outcome of every request id applied, for idempotent retries.
 - ``paxos_oid_block``: the last OID block reserved for each node.
+- ``paxos_released_txn``: txns released before any lock request of theirs was applied, until
+  their lease ends, so such a request arriving late is refused instead of granted to a
+  transaction that has gone.
 
 Must not import: the stdlib ``sqlite3`` module's connections (see ``_dbapi.py``).
 Called by: the applier thread (``Replica.open``); readers never write.
@@ -36,7 +39,7 @@ from relstorage.adapters.sqlite.scriptrunner import (  # type: ignore[import-unt
 from relstorage_paxos.errors import HistoryModeMismatch, ReplicaFormatError
 from relstorage_paxos.replica._dbapi import Connection, ConnectionManager, Driver
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 """The layout of the ``paxos_*`` tables; a replica of another version is refused."""
 
 GENESIS_HASH: Final = bytes(32)
@@ -91,6 +94,12 @@ _PAXOS_DDL: Final = (
         start_oid       INTEGER NOT NULL,
         count           INTEGER NOT NULL,
         slot            INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE paxos_released_txn (
+        txn_id          BLOB PRIMARY KEY,
+        lease_until_us  INTEGER NOT NULL
     )
     """,
 )

@@ -53,6 +53,13 @@ _STALE_WRITES_HP: Final = """
 """
 
 
+_DELETE_HF: Final = (
+    "DELETE FROM blob_chunk WHERE zoid IN (SELECT zoid FROM temp_store WHERE state IS NULL)",
+    "DELETE FROM object_state WHERE zoid IN (SELECT zoid FROM temp_store WHERE state IS NULL)",
+    "DELETE FROM temp_store WHERE state IS NULL",
+)
+
+
 class ObjectWriter:
     """Writes commits on the applier's connection; one instance per connection, because the
     TEMP tables belong to the connection."""
@@ -88,10 +95,16 @@ class ObjectWriter:
         return stale
 
     def write(self, commit: CommitTxn, tid: int) -> None:
-        """Move the staged commit into the permanent tables under ``tid``."""
+        """Move the staged commit into the permanent tables under ``tid``. A write without
+        a state deletes: history-preserving stores it as RelStorage's whiteout (a NULL
+        state, which ``move_from_temp`` copies as it is); history-free removes the row and
+        its blob, as RelStorage's own ``deleteObject`` does."""
         self._txncontrol.add_transaction(
             self._cursor, tid, commit.user, commit.description, commit.extension
         )
+        if not self._keep_history:
+            for statement in _DELETE_HF:
+                self._cursor.execute(statement)
         self._mover.move_from_temp(self._cursor, tid, bool(commit.blobs))
         self._mover.update_current(self._cursor, tid)
 

@@ -146,10 +146,6 @@ PACK_REASON = (
     "pack is not replicated yet: the adapter refuses it (NotReplicatedError from"
     " open_for_pre_pack: it would change one replica only)"
 )
-UNDO_REASON = (
-    "undo is not replicated yet: it chooses its tid before vote, which the adapter refuses"
-    " (NotReplicatedError)"
-)
 SHARED_BLOB_REASON = (
     "shared-blob-dir true is refused by the adapter (SettingsError: a shared blob directory"
     " is not replicated); the Unshared* blob layers test blobs that travel in the log"
@@ -175,25 +171,10 @@ PAXOS_SKIPS: tuple[Skip, ...] = (
     Skip(
         "*", PACK_REASON, ("HistoryFreeTestPack", "HistoryPreservingTestPack"), kind="unsupported"
     ),
-    Skip("checkCreationUndoneGetTid", UNDO_REASON, kind="unsupported"),
-    Skip("checkLoadBeforeUndo", UNDO_REASON, kind="unsupported"),
-    Skip("checkSimpleTransactionalUndo", UNDO_REASON, kind="unsupported"),
-    Skip("checkTransactionalUndoIterator", UNDO_REASON, kind="unsupported"),
-    Skip("checkTwoObjectUndo*", UNDO_REASON, kind="unsupported"),
-    Skip("checkUndoCreationBranch*", UNDO_REASON, kind="unsupported"),
-    Skip("checkUndoZombie", UNDO_REASON, kind="unsupported"),
-    Skip("checkRestoreAcrossPack", UNDO_REASON, ("*ToFileStorage",), kind="unsupported"),
-    Skip(
-        "checkRestoreWithMultipleObjectsInUndoRedo",
-        UNDO_REASON,
-        ("*HistoryPreservingToFileStorage",),
-        kind="unsupported",
-    ),
-    Skip("*", UNDO_REASON, ("BlobUndoTests",), kind="unsupported"),
     Skip(
         "checkImplementsIExternalGC",
-        "deleteObject (IExternalGC) is not replicated yet: the adapter refuses it"
-        " (NotReplicatedError)",
+        "the history-preserving variant packs after deleteObject; " + PACK_REASON,
+        ("*HistoryPreserving*",),
         kind="unsupported",
     ),
     Skip("checkBackwardTimeTravelWith*RevertWhenStale", ZAP_REASON, kind="unsupported"),

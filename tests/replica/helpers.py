@@ -22,6 +22,7 @@ from relstorage_paxos.replica import (
     Replica,
     encode_record,
 )
+from relstorage_paxos.replica.locks import DATABASE
 
 T0_US = 1_700_000_000_000_000
 """2023-11-14T22:13:20Z: a realistic commit time."""
@@ -46,23 +47,26 @@ def lock(
     read: Iterable[int] = (),
     lease_until_us: int = LEASE_US,
     node_id: int = 1,
+    database: bool = False,
 ) -> Proposal:
     return proposal(
-        request_id, LockObjects(txn_id, node_id, tuple(write), tuple(read), lease_until_us)
+        request_id,
+        LockObjects(txn_id, node_id, tuple(write), tuple(read), lease_until_us, database),
     )
 
 
 def commit(
     request_id: bytes,
     txn_id: bytes,
-    writes: Iterable[tuple[int, int, bytes]] = (),
+    writes: Iterable[tuple[int, int, bytes | None]] = (),
     timestamp_us: int = T0_US,
     blobs: Iterable[tuple[int, bytes]] = (),
     user: bytes = b"user",
     description: bytes = b"description",
     extension: bytes = b"extension",
+    tid: int = 0,
 ) -> Proposal:
-    """``writes`` are (oid, prev_tid, state); ``blobs`` are (oid, data)."""
+    """``writes`` are (oid, prev_tid, state; None deletes); ``blobs`` are (oid, data)."""
     return proposal(
         request_id,
         CommitTxn(
@@ -73,12 +77,13 @@ def commit(
             extension,
             tuple(ObjectWrite(oid, prev_tid, state) for oid, prev_tid, state in writes),
             tuple(BlobWrite(oid, data) for oid, data in blobs),
+            tid,
         ),
     )
 
 
-def release(request_id: bytes, txn_id: bytes) -> Proposal:
-    return proposal(request_id, ReleaseTxn(txn_id))
+def release(request_id: bytes, txn_id: bytes, lease_until_us: int = 0) -> Proposal:
+    return proposal(request_id, ReleaseTxn(txn_id, lease_until_us))
 
 
 def expire(request_id: bytes, now_us: int) -> Proposal:
@@ -101,11 +106,14 @@ def current_tids(replica: Replica) -> dict[int, int]:
 
 
 def granted_locks(replica: Replica) -> dict[bytes, dict[int, bool]]:
-    """{txn_id: {oid: exclusive}} of the granted lock requests."""
+    """{txn_id: {oid: exclusive}} of the granted lock requests; a database lock shows as
+    ``{DATABASE: True}`` (the shared hold every object request has on it is left out)."""
     dump = replica.logical_dump()
     granted = {bytes(row[0]) for row in dump["paxos_lock_request"] if row[5]}  # type: ignore[arg-type]
     held: dict[bytes, dict[int, bool]] = {txn: {} for txn in granted}
     for txn_id, oid, exclusive in dump["paxos_lock_oid"]:
+        if int(oid) == DATABASE and not exclusive:  # type: ignore[call-overload]
+            continue
         if txn_id in granted:
             held[bytes(txn_id)][int(oid)] = bool(exclusive)  # type: ignore[arg-type]
     return held

@@ -51,6 +51,7 @@ class _View:
     granted: dict[bytes, dict[int, bool]]
     tids: dict[int, int]
     used_ids: list[bytes]
+    last_tid: int
 
 
 def _request_id(data: st.DataObject, view: _View) -> bytes:
@@ -63,17 +64,24 @@ def _request_id(data: st.DataObject, view: _View) -> bytes:
 
 def _commit(data: st.DataObject, view: _View, request_id: bytes) -> Proposal:
     txn = data.draw(st.sampled_from(sorted(view.granted) * 2 + list(TXNS)))
-    held = [oid for oid, exclusive in view.granted.get(txn, {}).items() if exclusive]
+    held = [oid for oid, exclusive in view.granted.get(txn, {}).items() if exclusive and oid >= 0]
     candidates = sorted({*held, data.draw(st.sampled_from(OIDS))})
     oids = data.draw(st.lists(st.sampled_from(candidates), max_size=3, unique=True))
     writes = []
     for oid in oids:
         current = view.tids.get(oid, 0)
         prev_tid = data.draw(st.sampled_from([current, current, current + 1, max(current - 1, 0)]))
-        writes.append((oid, prev_tid, data.draw(st.binary(max_size=6))))
-    blobs = [(oid, b"blob%d" % oid) for oid in oids[:1] if data.draw(st.booleans())]
+        writes.append((oid, prev_tid, data.draw(st.none() | st.binary(max_size=6))))
+    blobs = [
+        (oid, b"blob%d" % oid)
+        for oid, _, state in writes[:1]
+        if state is not None and data.draw(st.booleans())
+    ]
     timestamp_us = data.draw(st.sampled_from(TIMES_US))
-    return commit(request_id, txn, writes, timestamp_us=timestamp_us, blobs=blobs)
+    # A fixed tid: mostly right after the last one (what a database lock holder chooses),
+    # sometimes one already used.
+    tid = data.draw(st.sampled_from([0, 0, view.last_tid + 1, view.last_tid]))
+    return commit(request_id, txn, writes, timestamp_us=timestamp_us, blobs=blobs, tid=tid)
 
 
 def _proposal(data: st.DataObject, view: _View) -> Proposal:
@@ -83,11 +91,14 @@ def _proposal(data: st.DataObject, view: _View) -> Proposal:
     if kind == "lock":
         txn = data.draw(st.sampled_from(TXNS))
         lease_until_us = data.draw(st.integers(0, 10))
+        if data.draw(st.integers(0, 4)) == 0:
+            return lock(request_id, txn, lease_until_us=lease_until_us, database=True)
         return lock(request_id, txn, data.draw(some_oids), data.draw(some_oids), lease_until_us)
     if kind == "commit":
         return _commit(data, view, request_id)
     if kind == "release":
-        return release(request_id, data.draw(st.sampled_from(TXNS)))
+        txn = data.draw(st.sampled_from(TXNS))
+        return release(request_id, txn, data.draw(st.sampled_from([0, 5, 11])))
     if kind == "expire":
         return expire(request_id, data.draw(st.integers(0, 12)))
     if kind == "allocate":
@@ -104,7 +115,9 @@ def _slots(data: st.DataObject, reference: Replica) -> Iterator[list[Proposal]]:
     for the next."""
     used_ids: list[bytes] = []
     for _ in range(data.draw(st.integers(1, 12), label="slots")):
-        view = _View(granted_locks(reference), current_tids(reference), used_ids)
+        view = _View(
+            granted_locks(reference), current_tids(reference), used_ids, reference.last_tid
+        )
         yield [_proposal(data, view) for _ in range(data.draw(st.integers(0, 5)))]
 
 

@@ -13,8 +13,9 @@ from relstorage_paxos.replica import (
     Released,
     Replica,
 )
+from relstorage_paxos.replica.locks import earliest_lease_until_us
 
-from .helpers import apply, commit, expire, granted_locks, lock, release
+from .helpers import apply, commit, expire, granted_locks, lock, open_readonly, release
 
 
 def test_free_oids_are_granted_exclusive_and_shared(replica: Replica) -> None:
@@ -96,6 +97,35 @@ def test_releasing_a_waiting_request_drops_it_and_may_unblock_others(replica: Re
 
 def test_release_without_locks_is_harmless(replica: Replica) -> None:
     assert apply(replica, release(b"x1", b"nobody")) == [Released()]
+
+
+def _earliest(replica: Replica) -> int | None:
+    db = open_readonly(replica.path)
+    try:
+        return earliest_lease_until_us(db)
+    finally:
+        db.close()
+
+
+def test_a_lock_request_applied_after_its_release_is_refused_until_its_lease_ends(
+    replica: Replica,
+) -> None:
+    # The proposer timed out waiting for r1's answer and aborted: its release came first.
+    assert apply(replica, release(b"x1", b"t1", lease_until_us=100)) == [Released()]
+    (late,) = apply(replica, lock(b"r1", b"t1", write=[1], lease_until_us=100))
+    assert late == Rejected(f"txn {b't1'.hex()} was released before this request")
+    assert granted_locks(replica) == {}
+    assert apply(replica, lock(b"r2", b"t2", write=[1])) == [Granted()]
+    # The memory of the release goes with its lease.
+    assert _earliest(replica) == 100
+    apply(replica, release(b"x2", b"t2"), expire(b"e1", 101))
+    assert _earliest(replica) is None
+
+
+def test_a_release_after_the_request_leaves_no_memory(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", write=[1], lease_until_us=100))
+    apply(replica, release(b"x1", b"t1", lease_until_us=100))
+    assert _earliest(replica) is None
 
 
 def test_expired_leases_release_held_and_waiting_requests(replica: Replica) -> None:

@@ -52,7 +52,9 @@ uint32 = st.integers(0, 2**32 - 1)
 @st.composite
 def commits(draw: st.DrawFn) -> CommitTxn:
     writes = draw(
-        st.lists(st.builds(ObjectWrite, oids, oids, st.binary()), unique_by=lambda w: w.oid)
+        st.lists(
+            st.builds(ObjectWrite, oids, oids, st.none() | st.binary()), unique_by=lambda w: w.oid
+        )
     )
     blob_oids = draw(st.sets(st.sampled_from([w.oid for w in writes]))) if writes else set()
     return CommitTxn(
@@ -63,6 +65,7 @@ def commits(draw: st.DrawFn) -> CommitTxn:
         extension=draw(st.binary()),
         writes=tuple(writes),
         blobs=tuple(BlobWrite(oid, draw(st.binary())) for oid in sorted(blob_oids)),
+        tid=draw(st.sampled_from([0, 1]) | oids),
     )
 
 
@@ -75,8 +78,9 @@ bodies = st.one_of(
         st.lists(oids).map(tuple),
         int64,
     ),
+    st.builds(LockObjects, ids, uint32, st.just(()), st.just(()), int64, st.just(True)),
     commits(),
-    st.builds(ReleaseTxn, ids),
+    st.builds(ReleaseTxn, ids, int64),
     st.builds(ExpireLeases, int64),
     st.builds(AllocateOids, uint32, st.integers(1, 1 << 20), oids),
     st.just(Noop()),

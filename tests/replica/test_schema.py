@@ -14,6 +14,7 @@ import pytest
 
 from relstorage_paxos.errors import HistoryModeMismatch, ReplicaError, ReplicaFormatError
 from relstorage_paxos.replica import Replica
+from relstorage_paxos.replica.schema import FORMAT_VERSION
 
 # Runs in a child process: stock RelStorage creates its SQLite database with the stdlib
 # sqlite3 module, which must never touch a file apsw has open in the same process.
@@ -82,7 +83,7 @@ def test_new_replica_meta(replica: Replica) -> None:
     assert replica.running_hash == bytes(32)
     assert replica.next_oid == 1
     (row,) = replica.logical_dump()["paxos_meta"]
-    assert row == (0, 1, int(replica.keep_history), 0, 0, bytes(32), 1)
+    assert row == (0, FORMAT_VERSION, int(replica.keep_history), 0, 0, bytes(32), 1)
 
 
 def test_replica_runs_in_wal_mode(replica: Replica) -> None:
