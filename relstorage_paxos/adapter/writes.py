@@ -14,9 +14,10 @@ The contract with the applier (relstorage_paxos.replica):
   the tid the applier assigned. The applier re-checks the locks and every ``prev_tid``; with
   the locks held since vote neither check can fail, because no one else could write those
   OIDs and vote checked (or resolved) every ``prev_tid`` against the authoritative replica.
-  The one way to lose the locks is their lease (``lock-lease``): a transaction that takes
-  longer than that from vote to finish is refused at finish with a ConflictError rather
-  than overwrite someone else's work.
+  The one way to lose the locks is their lease (``lock-lease`` plus the commit lock
+  timeout), which a live process renews (leases.py): so only when a process stalls
+  longer than that, or cannot reach its node, is its transaction refused at finish with a
+  ConflictError rather than overwrite someone else's work.
 - ``restore``: RestoreTxn, the same for a restored transaction (copyTransactionsFrom,
   zodbconvert): its own tid, no ``prev_tid`` (the applier checks the tid follows every tid
   applied so far, and the locks).
@@ -49,6 +50,7 @@ from relstorage.adapters.interfaces import (  # type: ignore[import-untyped]
 from ZODB.POSException import ConflictError, StorageError
 
 from relstorage_paxos.adapter import dbapi
+from relstorage_paxos.adapter.leases import LeaseKeeper, now_us
 from relstorage_paxos.adapter.link import NodeLink
 from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, PaxosError
 from relstorage_paxos.replica import (
@@ -76,10 +78,6 @@ RELEASE_TIMEOUT_S: Final = 5.0
 RETRY_PAUSE_S: Final = 0.05
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 def _as_bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
@@ -91,6 +89,7 @@ class Writer:
         self._link = link
         self._timeout_s = commit_lock_timeout_s
         self._lease_s = lease_s
+        self._leases = LeaseKeeper(link, int((commit_lock_timeout_s + lease_s) * 1_000_000))
 
     def lock(self, cursor: dbapi.Cursor, read_current_oids: Iterable[int]) -> None:
         """Vote: lock what the transaction writes and read-current-checks; raise
@@ -130,7 +129,7 @@ class Writer:
         cursor.execute("SELECT last_tid FROM paxos_meta")
         row = cursor.fetchone()
         assert row is not None
-        tid = next_tid(int(row[0]), _now_us())
+        tid = next_tid(int(row[0]), now_us())
         conn.paxos_database_tid = tid
         return tid
 
@@ -145,7 +144,7 @@ class Writer:
         is granted and applied here."""
         conn = cursor.connection
         txn_id = os.urandom(16)
-        lease_until_us = _now_us() + int((self._timeout_s + self._lease_s) * 1_000_000)
+        lease_until_us = self._leases.lease_from_now()
         conn.paxos_txn_id = txn_id  # from here on, an abort must release
         conn.paxos_lease_until_us = lease_until_us
         database = not write_oids and not read_oids
@@ -160,6 +159,7 @@ class Writer:
             ) from exc
         if not isinstance(outcome, Granted):
             raise UnableToLockRowsToModifyError(f"{what} refused: {outcome}")
+        self._leases.hold(txn_id, lease_until_us)
         self._ensure_applied(cursor, slot)
 
     def _ensure_applied(self, cursor: dbapi.Cursor, slot: int) -> None:
@@ -188,7 +188,7 @@ class Writer:
         )
         body = CommitTxn(
             txn_id=txn_id,
-            timestamp_us=_now_us(),
+            timestamp_us=now_us(),
             user=_as_bytes(user),
             description=_as_bytes(description),
             extension=extension,
@@ -211,6 +211,8 @@ class Writer:
         patience_s = self._timeout_s + self._lease_s
         try:
             _, outcome = self._propose(txn_id + b"/commit", body, patience_s)
+            if isinstance(outcome, Committed):
+                self._leases.drop(txn_id)
         except (OutcomeUnknownError, NodeUnavailableError) as exc:
             # RelStorage does not release after a failed finish: do it now. A release
             # applied first also makes the commit, should it arrive later, find no locks
@@ -274,6 +276,7 @@ class Writer:
         if txn_id is None:
             return
         conn.paxos_txn_id = None
+        self._leases.drop(txn_id)
         release = ReleaseTxn(txn_id, conn.paxos_lease_until_us)
         try:
             self._propose(txn_id + b"/release", release, RELEASE_TIMEOUT_S)

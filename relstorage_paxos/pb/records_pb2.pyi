@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("version", "request_id", "lock_objects", "commit_txn", "release_txn", "expire_leases", "allocate_oids", "noop", "restore_txn")
+    __slots__ = ("version", "request_id", "lock_objects", "commit_txn", "release_txn", "expire_leases", "allocate_oids", "noop", "restore_txn", "renew_leases")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOCK_OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class Record(_message.Message):
     ALLOCATE_OIDS_FIELD_NUMBER: _ClassVar[int]
     NOOP_FIELD_NUMBER: _ClassVar[int]
     RESTORE_TXN_FIELD_NUMBER: _ClassVar[int]
+    RENEW_LEASES_FIELD_NUMBER: _ClassVar[int]
     version: int
     request_id: bytes
     lock_objects: LockObjects
@@ -26,7 +27,8 @@ class Record(_message.Message):
     allocate_oids: AllocateOids
     noop: Noop
     restore_txn: RestoreTxn
-    def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ..., restore_txn: _Optional[_Union[RestoreTxn, _Mapping]] = ...) -> None: ...
+    renew_leases: RenewLeases
+    def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ..., restore_txn: _Optional[_Union[RestoreTxn, _Mapping]] = ..., renew_leases: _Optional[_Union[RenewLeases, _Mapping]] = ...) -> None: ...
 
 class LockObjects(_message.Message):
     __slots__ = ("txn_id", "node_id", "write_oids", "read_current_oids", "lease_until_us", "database")
@@ -118,6 +120,14 @@ class ReleaseTxn(_message.Message):
     lease_until_us: int
     def __init__(self, txn_id: _Optional[bytes] = ..., lease_until_us: _Optional[int] = ...) -> None: ...
 
+class RenewLeases(_message.Message):
+    __slots__ = ("txn_ids", "lease_until_us")
+    TXN_IDS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_UNTIL_US_FIELD_NUMBER: _ClassVar[int]
+    txn_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    lease_until_us: int
+    def __init__(self, txn_ids: _Optional[_Iterable[bytes]] = ..., lease_until_us: _Optional[int] = ...) -> None: ...
+
 class ExpireLeases(_message.Message):
     __slots__ = ("now_us",)
     NOW_US_FIELD_NUMBER: _ClassVar[int]
@@ -139,7 +149,7 @@ class Noop(_message.Message):
     def __init__(self) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("granted", "queued", "committed", "conflict", "released", "expired", "allocated", "rejected", "noop_applied")
+    __slots__ = ("granted", "queued", "committed", "conflict", "released", "expired", "allocated", "rejected", "noop_applied", "renewed")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +159,7 @@ class Outcome(_message.Message):
     ALLOCATED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     NOOP_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_FIELD_NUMBER: _ClassVar[int]
     granted: Granted
     queued: Queued
     committed: Committed
@@ -158,7 +169,8 @@ class Outcome(_message.Message):
     allocated: Allocated
     rejected: Rejected
     noop_applied: NoopApplied
-    def __init__(self, granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., conflict: _Optional[_Union[Conflict, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., expired: _Optional[_Union[Expired, _Mapping]] = ..., allocated: _Optional[_Union[Allocated, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ..., noop_applied: _Optional[_Union[NoopApplied, _Mapping]] = ...) -> None: ...
+    renewed: Renewed
+    def __init__(self, granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., conflict: _Optional[_Union[Conflict, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., expired: _Optional[_Union[Expired, _Mapping]] = ..., allocated: _Optional[_Union[Allocated, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ..., noop_applied: _Optional[_Union[NoopApplied, _Mapping]] = ..., renewed: _Optional[_Union[Renewed, _Mapping]] = ...) -> None: ...
 
 class Granted(_message.Message):
     __slots__ = ()
@@ -199,6 +211,12 @@ class Released(_message.Message):
     GRANTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     granted_requests: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, granted_requests: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Renewed(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class Expired(_message.Message):
     __slots__ = ("count", "granted_requests")

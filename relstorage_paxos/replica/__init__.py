@@ -32,6 +32,7 @@ from relstorage_paxos.replica.outcomes import (
     RecordedOutcome,
     Rejected,
     Released,
+    Renewed,
     StaleWrite,
 )
 from relstorage_paxos.replica.records import (
@@ -46,6 +47,7 @@ from relstorage_paxos.replica.records import (
     Record,
     RecordBody,
     ReleaseTxn,
+    RenewLeases,
     RestoredObject,
     RestoreTxn,
 )
@@ -78,6 +80,8 @@ __all__ = [
     "Rejected",
     "ReleaseTxn",
     "Released",
+    "RenewLeases",
+    "Renewed",
     "Replica",
     "ReplicaOptions",
     "RestoreTxn",

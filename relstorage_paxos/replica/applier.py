@@ -46,6 +46,7 @@ from relstorage_paxos.replica.outcomes import (
     RecordedOutcome,
     Rejected,
     Released,
+    Renewed,
 )
 from relstorage_paxos.replica.records import (
     MAX_OID,
@@ -55,6 +56,7 @@ from relstorage_paxos.replica.records import (
     LockObjects,
     Noop,
     ReleaseTxn,
+    RenewLeases,
     RestoreTxn,
 )
 from relstorage_paxos.replica.tids import next_tid
@@ -354,6 +356,8 @@ class Replica:
                 return self._restore_txn(slot, body, state)
             case ReleaseTxn():
                 return self._release_txn(slot, body)
+            case RenewLeases():
+                return Renewed(self._locks.renew(body.txn_ids, body.lease_until_us))
             case ExpireLeases():
                 return self._expire_leases(slot, body)
             case AllocateOids():

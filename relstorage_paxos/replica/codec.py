@@ -28,6 +28,7 @@ from relstorage_paxos.replica.outcomes import (
     RecordedOutcome,
     Rejected,
     Released,
+    Renewed,
     StaleWrite,
 )
 from relstorage_paxos.replica.records import (
@@ -41,6 +42,7 @@ from relstorage_paxos.replica.records import (
     Record,
     RecordBody,
     ReleaseTxn,
+    RenewLeases,
     RestoredObject,
     RestoreTxn,
 )
@@ -48,7 +50,7 @@ from relstorage_paxos.replica.records import (
 RECORD_VERSION: Final = 3
 """The record format this code writes and applies; see records.proto on when to bump it.
 2: RestoreTxn. 3: database locks, deletes (ObjectWrite without state), CommitTxn.tid,
-ReleaseTxn.lease_until_us."""
+ReleaseTxn.lease_until_us, RenewLeases."""
 
 
 def encode_record(record: Record) -> bytes:
@@ -106,6 +108,9 @@ def encode_record(record: Record) -> bytes:
         case ReleaseTxn():
             message.release_txn.txn_id = body.txn_id
             message.release_txn.lease_until_us = body.lease_until_us
+        case RenewLeases():
+            message.renew_leases.txn_ids.extend(body.txn_ids)
+            message.renew_leases.lease_until_us = body.lease_until_us
         case ExpireLeases():
             message.expire_leases.now_us = body.now_us
         case AllocateOids():
@@ -180,6 +185,9 @@ def _decode_body(message: pb.Record) -> RecordBody:
     if kind == "release_txn":
         release = message.release_txn
         return ReleaseTxn(txn_id=release.txn_id, lease_until_us=release.lease_until_us)
+    if kind == "renew_leases":
+        renew = message.renew_leases
+        return RenewLeases(txn_ids=tuple(renew.txn_ids), lease_until_us=renew.lease_until_us)
     if kind == "expire_leases":
         return ExpireLeases(now_us=message.expire_leases.now_us)
     if kind == "allocate_oids":
@@ -214,6 +222,8 @@ def encode_outcome(outcome: RecordedOutcome) -> bytes:
         case Expired():
             message.expired.count = outcome.count
             message.expired.granted_requests.extend(outcome.granted_requests)
+        case Renewed():
+            message.renewed.count = outcome.count
         case Allocated():
             message.allocated.start = outcome.start
             message.allocated.count = outcome.count
@@ -249,6 +259,8 @@ def decode_outcome(data: bytes) -> RecordedOutcome:
         return Released(tuple(message.released.granted_requests))
     if kind == "expired":
         return Expired(message.expired.count, tuple(message.expired.granted_requests))
+    if kind == "renewed":
+        return Renewed(message.renewed.count)
     if kind == "allocated":
         return Allocated(message.allocated.start, message.allocated.count)
     if kind == "rejected":

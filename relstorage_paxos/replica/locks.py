@@ -152,6 +152,19 @@ class LockTable:
         self._db.execute("DELETE FROM paxos_lock_request WHERE txn_id = ?", (txn_id,))
         return Dropped(txn_id, request_id, bool(granted))
 
+    def renew(self, txn_ids: Iterable[bytes], lease_until_us: int) -> int:
+        """Move the leases of these txns' requests up to ``lease_until_us``; return how many
+        moved."""
+        renewed = 0
+        for txn_id in sorted(set(txn_ids)):
+            self._db.execute(
+                "UPDATE paxos_lock_request SET lease_until_us = ?"
+                " WHERE txn_id = ? AND lease_until_us < ?",
+                (lease_until_us, txn_id, lease_until_us),
+            )
+            renewed += self._db.changes()
+        return renewed
+
     def drop_expired(self, now_us: int) -> list[Dropped]:
         """Remove every request whose lease ended before ``now_us``, in queue order."""
         expired = []

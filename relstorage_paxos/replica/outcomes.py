@@ -63,6 +63,12 @@ class Expired:
 
 
 @dataclass(frozen=True, slots=True)
+class Renewed:
+    count: int
+    """Lock requests whose lease moved (the others had ended or were further already)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Allocated:
     """The OIDs ``[start, start + count)`` belong to the requesting node."""
 
@@ -90,6 +96,7 @@ RecordedOutcome = (
     | Conflict
     | Released
     | Expired
+    | Renewed
     | Allocated
     | Rejected
     | NoopApplied

@@ -180,6 +180,22 @@ class ReleaseTxn:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewLeases:
+    """Move the lease of each txn's lock request (held or waiting) to ``lease_until_us``,
+    never back: a live process renews the locks of its transactions that take longer than
+    a lease between vote and finish, so only a dead one loses them."""
+
+    txn_ids: tuple[bytes, ...]
+    lease_until_us: int
+
+    def __post_init__(self) -> None:
+        if not self.txn_ids:
+            raise MalformedRecord("txn_ids is empty")
+        for txn_id in self.txn_ids:
+            _check_id("txn_id", txn_id)
+
+
+@dataclass(frozen=True, slots=True)
 class ExpireLeases:
     """Drop every lock request whose ``lease_until_us`` is below ``now_us`` (its holder is
     presumed dead); ``now_us`` is the leader's clock, written here once."""
@@ -207,7 +223,16 @@ class Noop:
     """A new leader's first record: it changes only the slot and the running hash."""
 
 
-RecordBody = LockObjects | CommitTxn | RestoreTxn | ReleaseTxn | ExpireLeases | AllocateOids | Noop
+RecordBody = (
+    LockObjects
+    | CommitTxn
+    | RestoreTxn
+    | ReleaseTxn
+    | RenewLeases
+    | ExpireLeases
+    | AllocateOids
+    | Noop
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,6 +252,33 @@ def test_locks_of_a_killed_process_expire_with_their_lease(
         assert conn.root()["x"] == 1
 
 
+def test_a_live_transaction_keeps_its_locks_past_its_lease(
+    data_dir: Path, keep_history: bool
+) -> None:
+    database = open_db(
+        data_dir,
+        keep_history=keep_history,
+        relstorage="commit-lock-timeout 1",
+        lock_lease="1",
+        embedded="true",
+    )
+    try:
+        with database.transaction() as conn:
+            conn.root()["x"] = 0
+        storage = database.storage
+        txn = TransactionMetaData()
+        storage.tpc_begin(txn)
+        root_state, root_tid = storage.load(b"\0" * 8)
+        storage.store(b"\0" * 8, root_tid, root_state, "", txn)
+        storage.tpc_vote(txn)
+        # Three leases (commit-lock-timeout 1 + lock-lease 1) go by between vote and finish;
+        # the leader expires leases every second. Without renewal, finish is refused.
+        time.sleep(6.0)
+        storage.tpc_finish(txn)
+    finally:
+        database.close()
+
+
 def test_a_lock_held_past_the_timeout_fails_the_vote(data_dir: Path, keep_history: bool) -> None:
     database = open_db(
         data_dir, keep_history=keep_history, relstorage="commit-lock-timeout 1", embedded="true"

@@ -19,6 +19,7 @@ from relstorage_paxos.replica import (
     Record,
     RecordBody,
     ReleaseTxn,
+    RenewLeases,
     Replica,
     encode_record,
 )
@@ -84,6 +85,10 @@ def commit(
 
 def release(request_id: bytes, txn_id: bytes, lease_until_us: int = 0) -> Proposal:
     return proposal(request_id, ReleaseTxn(txn_id, lease_until_us))
+
+
+def renew(request_id: bytes, txn_ids: Iterable[bytes], lease_until_us: int) -> Proposal:
+    return proposal(request_id, RenewLeases(tuple(txn_ids), lease_until_us))
 
 
 def expire(request_id: bytes, now_us: int) -> Proposal:

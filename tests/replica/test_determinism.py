@@ -36,12 +36,24 @@ from .helpers import (
     noop,
     open_readonly,
     release,
+    renew,
 )
 
 TXNS = tuple(b"t%d" % n for n in range(5))
 OIDS = tuple(range(1, 7))
 TIMES_US = (0, T0_US, T0_US + 1, T0_US + 10**6)
-KINDS = ("lock", "lock", "commit", "commit", "release", "expire", "allocate", "noop", "garbage")
+KINDS = (
+    "lock",
+    "lock",
+    "commit",
+    "commit",
+    "release",
+    "renew",
+    "expire",
+    "allocate",
+    "noop",
+    "garbage",
+)
 
 
 @dataclass
@@ -99,6 +111,9 @@ def _proposal(data: st.DataObject, view: _View) -> Proposal:
     if kind == "release":
         txn = data.draw(st.sampled_from(TXNS))
         return release(request_id, txn, data.draw(st.sampled_from([0, 5, 11])))
+    if kind == "renew":
+        txns = data.draw(st.lists(st.sampled_from(TXNS), min_size=1, max_size=2))
+        return renew(request_id, txns, data.draw(st.integers(0, 12)))
     if kind == "expire":
         return expire(request_id, data.draw(st.integers(0, 12)))
     if kind == "allocate":

@@ -11,11 +11,12 @@ from relstorage_paxos.replica import (
     Queued,
     Rejected,
     Released,
+    Renewed,
     Replica,
 )
 from relstorage_paxos.replica.locks import earliest_lease_until_us
 
-from .helpers import apply, commit, expire, granted_locks, lock, open_readonly, release
+from .helpers import apply, commit, expire, granted_locks, lock, open_readonly, release, renew
 
 
 def test_free_oids_are_granted_exclusive_and_shared(replica: Replica) -> None:
@@ -126,6 +127,19 @@ def test_a_release_after_the_request_leaves_no_memory(replica: Replica) -> None:
     apply(replica, lock(b"r1", b"t1", write=[1], lease_until_us=100))
     apply(replica, release(b"x1", b"t1", lease_until_us=100))
     assert _earliest(replica) is None
+
+
+def test_renewed_leases_outlive_their_first_lease_and_never_go_back(replica: Replica) -> None:
+    apply(
+        replica,
+        lock(b"r1", b"t1", write=[1], lease_until_us=100),
+        lock(b"r2", b"t2", write=[1], lease_until_us=100),
+        lock(b"r3", b"t3", write=[2], lease_until_us=500),
+    )
+    assert apply(replica, renew(b"n1", [b"t1", b"t2", b"t3", b"gone"], 300)) == [Renewed(2)]
+    assert apply(replica, expire(b"e1", 200)) == [Expired(0)]
+    assert apply(replica, expire(b"e2", 301)) == [Expired(2)]  # t3 kept its later lease
+    assert granted_locks(replica) == {b"t3": {2: True}}
 
 
 def test_expired_leases_release_held_and_waiting_requests(replica: Replica) -> None:
