@@ -2,11 +2,14 @@
 test (paxos_support.ThreeNodePaxosAdapterMixin): the test's storage is on a follower, and
 every further storage of the test on the next node in turn.
 
-- ZODB's mixin tests as RelStorage runs them (its ``HistoryFreeRelStorageTests`` through
-  the ZODB-6 aliases), restricted to the methods ZODB's ``BasicStorage`` (with
-  ``racetest.RaceTests``, whose external-invalidation race gets its second client on
-  another node), ``Synchronization``, ``ConflictResolution``, ``MTStorage`` and
-  ``PersistentStorage`` define;
+- ZODB's mixin tests as RelStorage runs them (its ``HistoryFreeRelStorageTests`` and
+  ``HistoryPreservingRelStorageTests`` through the ZODB-6 aliases), restricted to the
+  methods ZODB's own mixins define: ``BasicStorage`` (with ``racetest.RaceTests``, whose
+  external-invalidation race gets its second client on another node), ``Synchronization``,
+  ``ConflictResolution``, ``MTStorage``, ``PersistentStorage``, ``ReadOnlyStorage`` and
+  ``PackableStorage`` in both modes, plus ``TransactionalUndoStorage``,
+  ``IteratorStorage``, ``RevisionStorage``, ``HistoryStorage`` and
+  ``PackableUndoStorage`` history-preserving;
 - the MVCC tests (mvcc.py): two storages, on two different nodes.
 
 Run: ``python -m zope.testrunner --test-path=. -s tests.conformance.paxos_3node -vvv`` from
@@ -18,12 +21,19 @@ from __future__ import annotations
 import unittest
 
 from relstorage.tests.hftestbase import HistoryFreeRelStorageTests
+from relstorage.tests.hptestbase import HistoryPreservingRelStorageTests
 from ZODB.tests import (
     BasicStorage,
     ConflictResolution,
+    HistoryStorage,
+    IteratorStorage,
     MTStorage,
+    PackableStorage,
     PersistentStorage,
+    ReadOnlyStorage,
+    RevisionStorage,
     Synchronization,
+    TransactionalUndoStorage,
     racetest,
 )
 from ZODB.tests.util import TestCase as ZODBTestCase
@@ -40,14 +50,25 @@ ZODB_MIXINS = (
     ConflictResolution.ConflictResolvingStorage,
     MTStorage.MTStorage,
     PersistentStorage.PersistentStorage,
+    ReadOnlyStorage.ReadOnlyStorage,
+    PackableStorage.PackableStorage,
+)
+ZODB_HISTORY_MIXINS = (
+    *ZODB_MIXINS,
+    TransactionalUndoStorage.TransactionalUndoStorage,
+    IteratorStorage.IteratorStorage,
+    IteratorStorage.ExtendedIteratorStorage,
+    RevisionStorage.RevisionStorage,
+    HistoryStorage.HistoryStorage,
+    PackableStorage.PackableUndoStorage,
 )
 BASE_DBNAME = "relstoragetest"
 
 
-def zodb_mixin_checks() -> set[str]:
+def zodb_mixin_checks(mixins: tuple[type, ...]) -> set[str]:
     """The check* names (aliases included) the ZODB mixin classes themselves define."""
     names: set[str] = set()
-    for mixin in ZODB_MIXINS:
+    for mixin in mixins:
         for cls in mixin.__mro__:
             if cls.__module__.startswith("ZODB.tests."):
                 names |= {n for n in vars(cls) if n.startswith("check")}
@@ -66,9 +87,16 @@ def test_suite() -> unittest.TestSuite:
     aliases = add_zodb6_check_aliases()
     print(f"ZODB-6 check* aliases added: {aliases}")
     suite = unittest.TestSuite()
-    zodb = _make("Paxos3HistoryFreeZODBMixinTests", (HistoryFreeRelStorageTests, ZODBTestCase))
-    names = sorted(zodb_mixin_checks() & set(dir(zodb)))
-    suite.addTests(zodb(name) for name in names)
+    for name, base, mixins in (
+        ("Paxos3HistoryFreeZODBMixinTests", HistoryFreeRelStorageTests, ZODB_MIXINS),
+        (
+            "Paxos3HistoryPreservingZODBMixinTests",
+            HistoryPreservingRelStorageTests,
+            ZODB_HISTORY_MIXINS,
+        ),
+    ):
+        zodb = _make(name, (base, ZODBTestCase))
+        suite.addTests(zodb(check) for check in sorted(zodb_mixin_checks(mixins) & set(dir(zodb))))
     loader = unittest.TestLoader()
     for base in (HistoryFreeMVCCTests, HistoryPreservingMVCCTests):
         suite.addTests(loader.loadTestsFromTestCase(_make("Paxos3" + base.__name__, (base,))))
