@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from relstorage.adapters.interfaces import IOIDAllocator  # type: ignore[import-untyped]
 from relstorage.adapters.packundo import (  # type: ignore[import-untyped]
     HistoryFreePackUndo,
     HistoryPreservingPackUndo,
@@ -34,6 +35,7 @@ from relstorage.adapters.sqlite.stats import Sqlite3Stats  # type: ignore[import
 from relstorage.adapters.sqlite.txncontrol import (  # type: ignore[import-untyped]
     Sqlite3TransactionControl,
 )
+from zope.interface import implementer
 
 from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.link import OIDS_PER_REQUEST, NodeLink
@@ -61,9 +63,15 @@ class PaxosLocker(Sqlite3Locker):  # type: ignore[misc]
     """The stock SQLite locker minus its database-wide write lock: at vote the adapter has
     already taken replicated object locks; ending the transaction releases them."""
 
-    def __init__(self, options: Any, driver: Any, batcher_factory: Any, writer: Writer) -> None:
+    def __init__(
+        self, options: Any, driver: Any, batcher_factory: Any, link: NodeLink, lease_s: float
+    ) -> None:
         super().__init__(options, driver, batcher_factory=batcher_factory)
-        self.writer = writer
+        self.writer = Writer(link, self._current_commit_lock_timeout, lease_s)
+
+    def _current_commit_lock_timeout(self) -> float:
+        timeout_s: float = self.commit_lock_timeout
+        return timeout_s
 
     def _lock_rows_being_modified(self, cursor: dbapi.Cursor) -> None:
         """Held already: the LockObjects record was granted before this is called."""
@@ -118,10 +126,12 @@ class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
         super().upload_blob(cursor, oid, None, filename)
 
 
+@implementer(IOIDAllocator)
 class PaxosOIDAllocator:
     """OIDs from blocks the node reserves in the log (AllocateOids), shared by every
     adapter of the process through the link. RelStorage's ``OIDs`` pops from the end of the
-    lists we return, so they run from the largest OID down."""
+    lists we return, so they run from the largest OID down. ``reset_oid`` is refused: OIDs
+    handed out by a cluster are never handed out again."""
 
     def __init__(self, link: NodeLink, timeout_s: float) -> None:
         self._link = link

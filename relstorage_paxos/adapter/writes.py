@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from relstorage.adapters.interfaces import (  # type: ignore[import-untyped]
@@ -81,10 +81,18 @@ def _as_bytes(value: bytes | str) -> bytes:
 class Writer:
     """Proposes one adapter's transactions to its node."""
 
-    def __init__(self, link: NodeLink, commit_lock_timeout_s: float, lease_s: float) -> None:
+    def __init__(
+        self, link: NodeLink, commit_lock_timeout_s: Callable[[], float], lease_s: float
+    ) -> None:
         self._link = link
-        self._timeout_s = commit_lock_timeout_s
+        self._commit_lock_timeout_s = commit_lock_timeout_s
         self._lease_s = lease_s
+
+    @property
+    def _timeout_s(self) -> float:
+        """``commit-lock-timeout`` as it is now: RelStorage (and its tests, and operators)
+        change ``locker.commit_lock_timeout`` after the adapter is made."""
+        return self._commit_lock_timeout_s()
 
     def lock(self, cursor: dbapi.Cursor, read_current_oids: Iterable[int]) -> None:
         """Vote: lock what the transaction writes and read-current-checks; raise

@@ -205,25 +205,6 @@ PAXOS_SKIPS: tuple[Skip, ...] = (
     ),
     # -- adapter bugs found by this tier: fix, then drop the skip ---------------------------
     Skip(
-        "checkConfigureViaZConfig",
-        "PaxosOIDAllocator does not declare IOIDAllocator, so the adapter does not validly"
-        " provide IRelStorageAdapter (nti.testing validly_provides)",
-        kind="adapter-bug",
-    ),
-    Skip(
-        "checkTL_ConflictingReadCurrent",
-        "the lock wait ignores a commit-lock-timeout changed after the adapter was made"
-        " (locker.commit_lock_timeout): it waits 10 s where the test set 1 s",
-        kind="adapter-bug",
-    ),
-    Skip(
-        "checkTL_ReadCurrentConflict_DoesNotTakeExclusiveLocks",
-        "the lock wait ignores a commit-lock-timeout changed after the adapter was made"
-        " (locker.commit_lock_timeout), and a readCurrent conflict waits for locks instead"
-        " of failing first (UnableToLockRowsToModifyError after 10 s)",
-        kind="adapter-bug",
-    ),
-    Skip(
         "checkRestoreWithMultipleObjectsInUndoRedo",
         "history-free restore (copyTransactionsFrom a FileStorage with undo/redo records):"
         " the restored transaction's tid differs from the source's (compare_truncated)",
