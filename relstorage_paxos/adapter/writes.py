@@ -18,8 +18,9 @@ The contract with the applier (relstorage_paxos.replica):
   longer than that from vote to finish is refused at finish with a ConflictError rather
   than overwrite someone else's work.
 - ``restore``: RestoreTxn, the same for a restored transaction (copyTransactionsFrom,
-  zodbconvert): its own tid, no ``prev_tid`` (the applier checks the tid follows every tid
-  applied so far, and the locks).
+  zodbconvert): its own tid and each object's (a history-free copy batches objects from
+  many source transactions), no ``prev_tid`` (the applier checks the locks, and that the
+  tids follow every tid applied so far where readers could otherwise miss a change).
 - ``release``: ReleaseTxn, for an abort after a lock request (granted, waiting or unknown).
 
 Request ids are ``txn_id`` + a suffix per record, so a retry after ``OutcomeUnknownError``
@@ -206,10 +207,11 @@ class Writer:
         )
         packed = conn.paxos_restore[1]
         txn_id = conn.paxos_txn_id or os.urandom(16)
-        cursor.execute("SELECT zoid, state FROM temp_store ORDER BY zoid")
+        # prev_tid: the object's own tid (PaxosObjectMover.restore)
+        cursor.execute("SELECT zoid, prev_tid, state FROM temp_store ORDER BY zoid")
         objects = tuple(
-            RestoredObject(int(oid), None if state is None else bytes(state))
-            for oid, state in cursor.fetchall()
+            RestoredObject(int(oid), int(own_tid), None if state is None else bytes(state))
+            for oid, own_tid, state in cursor.fetchall()
         )
         body = RestoreTxn(
             txn_id=txn_id,
