@@ -108,7 +108,7 @@ class PaxosTransactionControl(Sqlite3TransactionControl):  # type: ignore[misc]
     ) -> None:
         """Only a restore gets here (see PaxosLocker.hold_commit_lock): remember its tid for
         finish, where the applier writes the transaction row from the RestoreTxn record."""
-        cursor.connection.paxos_restore = (tid, packed)
+        cursor.connection.paxos_restore = dbapi.Restoring(tid, packed, {})
 
 
 class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
@@ -116,12 +116,15 @@ class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
     replica: finish sends them to the log in a RestoreTxn."""
 
     def restore(self, cursor: dbapi.Cursor, batcher: Any, oid: int, tid: int, data: Any) -> None:
-        """A restore has no previous tid to check, so ``temp_store.prev_tid`` keeps the tid
-        the object is restored under: its own, which in a history-free copy is not the
-        transaction's (Writer.restore reads it back). A NULL state is "no object"."""
+        """``tid`` is the object's own (in a history-free copy, not the transaction's):
+        Writer.restore finds it in the connection's ``paxos_restore``."""
+        restoring = cursor.connection.paxos_restore
+        assert restoring is not None, "restore() outside a tpc_begin with a tid"
+        restoring.object_tids[oid] = tid
+        # temp_store.prev_tid means nothing to a restore; a NULL state is "no object".
         cursor.execute(
-            "INSERT OR REPLACE INTO temp_store (zoid, prev_tid, md5, state) VALUES (?, ?, NULL, ?)",
-            (oid, tid, None if data is None else self.driver.Binary(data)),
+            "INSERT OR REPLACE INTO temp_store (zoid, prev_tid, md5, state) VALUES (?, 0, NULL, ?)",
+            (oid, None if data is None else self.driver.Binary(data)),
         )
 
     def upload_blob(self, cursor: dbapi.Cursor, oid: int, tid: int | None, filename: str) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import apsw
 import apsw.ext
@@ -38,6 +38,16 @@ Binary = bytes
 
 Params = Sequence[Any] | Mapping[str, Any]
 Row = tuple[Any, ...]
+
+
+class Restoring(NamedTuple):
+    """A store connection's restore in progress (``tpc_begin`` with a tid)."""
+
+    tid: int
+    packed: bool
+    object_tids: dict[int, int]
+    """{oid: tid} of every ``restore()``d object: RelStorage's history-free copier gives
+    each its own, not the transaction's; objects ``store()``d in it take the transaction's."""
 
 
 class Warning(Exception):  # the DB-API name, shadowing the builtin on purpose
@@ -135,8 +145,8 @@ class Connection:
     """Set by the adapter on a store connection while its transaction may hold (or wait for)
     replicated object locks, so whichever path ends the transaction releases them."""
 
-    paxos_restore: tuple[int, bool] | None = None
-    """Set by the adapter on a store connection restoring a transaction: (tid, packed)."""
+    paxos_restore: Restoring | None = None
+    """Set by the adapter on a store connection restoring a transaction."""
 
     def __init__(self, db: apsw.Connection, path: str, isolation_level: str | None) -> None:
         self.db = db

@@ -205,13 +205,14 @@ class Writer:
             conn.paxos_restore,
             tid,
         )
-        packed = conn.paxos_restore[1]
+        packed, object_tids = conn.paxos_restore.packed, conn.paxos_restore.object_tids
         txn_id = conn.paxos_txn_id or os.urandom(16)
-        # prev_tid: the object's own tid (PaxosObjectMover.restore)
-        cursor.execute("SELECT zoid, prev_tid, state FROM temp_store ORDER BY zoid")
+        cursor.execute("SELECT zoid, state FROM temp_store ORDER BY zoid")
         objects = tuple(
-            RestoredObject(int(oid), int(own_tid), None if state is None else bytes(state))
-            for oid, own_tid, state in cursor.fetchall()
+            RestoredObject(
+                int(oid), object_tids.get(int(oid), tid), None if state is None else bytes(state)
+            )
+            for oid, state in cursor.fetchall()
         )
         body = RestoreTxn(
             txn_id=txn_id,

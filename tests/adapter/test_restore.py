@@ -16,8 +16,9 @@ from persistent.mapping import PersistentMapping
 from relstorage import zodbconvert
 from relstorage.storage import copy
 from ZODB.blob import Blob
+from ZODB.Connection import TransactionMetaData
 from ZODB.FileStorage import FileStorage
-from ZODB.utils import u64
+from ZODB.utils import p64, u64
 
 from tests.adapter.support import make_node, open_db, open_storage
 
@@ -210,6 +211,29 @@ def test_zodbconvert_incremental_after_a_full_copy(tmp_path: Path, keep_history:
             assert conn.root()["map5"]["step"] == 5
     finally:
         db.close()
+
+
+def test_objects_stored_in_a_transaction_begun_with_a_tid_take_that_tid(
+    tmp_path: Path, keep_history: bool
+) -> None:
+    """``tpc_begin(txn, tid)`` then ``store()`` (ZODB's testLoadBeforeConsecutiveTids): the
+    stored objects carry no tid of their own, unlike ``restore()``d ones."""
+    storage = open_storage(
+        make_node(tmp_path, keep_history=keep_history), embedded="true", keep_history=keep_history
+    )
+    try:
+        oid = storage.new_oid()
+        serial = None
+        for tid in (1, 2):
+            txn = TransactionMetaData()
+            storage.tpc_begin(txn, p64(tid))
+            storage.store(oid, serial, b"state %d" % tid, "", txn)
+            storage.tpc_vote(txn)
+            serial = storage.tpc_finish(txn)
+            assert serial == p64(tid)
+        assert storage.load(oid) == (b"state 2", p64(2))
+    finally:
+        storage.close()
 
 
 def test_copy_transactions_refuses_tids_that_go_back(tmp_path: Path) -> None:
