@@ -26,6 +26,8 @@ from relstorage.adapters.sqlite.scriptrunner import (  # type: ignore[import-unt
     Sqlite3ScriptRunner,
 )
 from relstorage.options import Options  # type: ignore[import-untyped]
+from relstorage.storage.interfaces import VoteReadConflictError  # type: ignore[import-untyped]
+from ZODB.utils import p64
 
 from relstorage_paxos.adapter import drivers, link
 from relstorage_paxos.adapter.components import (
@@ -41,7 +43,6 @@ from relstorage_paxos.adapter.components import (
     PaxosTransactionControl,
 )
 from relstorage_paxos.adapter.settings import AdapterSettings
-from relstorage_paxos.adapter.writes import Writer
 from relstorage_paxos.errors import HistoryModeMismatch, NotReplicatedError, SettingsError
 from relstorage_paxos.replica.schema import mode_name
 
@@ -105,10 +106,7 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             self.mover = PaxosObjectMover(driver, options=options)
         if self.locker is None:
             self.locker = PaxosLocker(
-                options,
-                driver,
-                Sqlite3RowBatcher,
-                Writer(node, options.commit_lock_timeout, self.settings.lock_lease_s),
+                options, driver, Sqlite3RowBatcher, node, self.settings.lock_lease_s
             )
         if not self.oidallocator:
             self.oidallocator = PaxosOIDAllocator(node, options.commit_lock_timeout)
@@ -195,11 +193,33 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
     ) -> Any:
         """tpc_vote: replicated locks first, then RelStorage's own readCurrent check and
         conflict detection against the local replica (authoritative for the locked OIDs:
-        see writes.py)."""
+        see writes.py). A readCurrent OID already newer here fails before any lock."""
+        self._fail_fast_on_moved_read_current(cursor, read_current_oids)
         self.locker.writer.lock(cursor, read_current_oids.keys())
         if cursor.connection.paxos_restore is not None:
             return []  # a restore overwrites what is there, as RelStorage's own restore does
         return self._composed_lock_objects_and_detect_conflicts(cursor, read_current_oids)
+
+    def _fail_fast_on_moved_read_current(
+        self, cursor: Any, read_current_oids: Mapping[int, int]
+    ) -> None:
+        """Raise ``VoteReadConflictError``, as RelStorage's check after its share locks
+        does, if the local replica already holds a newer tid for a readCurrent OID: tids
+        only go forward, so the lock wait could only end in that same conflict, or in a
+        lock timeout behind a transaction that holds the object (ZODB's readCurrent
+        contract: a read conflict, at once). An older or missing tid here proves nothing
+        (a lagging replica), so it waits for the locks and the stock check."""
+        if not read_current_oids:
+            return
+        cursor.connection.return_to_repeatable_read()  # read the replica as it is now
+        current = self.mover.current_object_tids(cursor, read_current_oids.keys())
+        for oid_int, expect_tid_int in sorted(read_current_oids.items()):
+            actual_tid_int = current.get(oid_int, 0)
+            if actual_tid_int > expect_tid_int:
+                raise VoteReadConflictError(
+                    oid=p64(oid_int),
+                    serials=(p64(actual_tid_int), p64(expect_tid_int)),
+                )
 
     def lock_database_and_choose_next_tid(
         self, cursor: Any, username: bytes, description: bytes, extension: bytes

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
+from relstorage.adapters.interfaces import IOIDAllocator  # type: ignore[import-untyped]
 from relstorage.adapters.packundo import (  # type: ignore[import-untyped]
     HistoryFreePackUndo,
     HistoryPreservingPackUndo,
@@ -36,6 +37,7 @@ from relstorage.adapters.sqlite.txncontrol import (  # type: ignore[import-untyp
 )
 from ZODB.POSException import UndoError
 from ZODB.utils import u64
+from zope.interface import implementer
 
 from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.link import OIDS_PER_REQUEST, NodeLink
@@ -63,9 +65,15 @@ class PaxosLocker(Sqlite3Locker):  # type: ignore[misc]
     """The stock SQLite locker minus its database-wide write lock: at vote the adapter has
     already taken replicated object locks; ending the transaction releases them."""
 
-    def __init__(self, options: Any, driver: Any, batcher_factory: Any, writer: Writer) -> None:
+    def __init__(
+        self, options: Any, driver: Any, batcher_factory: Any, link: NodeLink, lease_s: float
+    ) -> None:
         super().__init__(options, driver, batcher_factory=batcher_factory)
-        self.writer = writer
+        self.writer = Writer(link, self._current_commit_lock_timeout, lease_s)
+
+    def _current_commit_lock_timeout(self) -> float:
+        timeout_s: float = self.commit_lock_timeout
+        return timeout_s
 
     def _lock_rows_being_modified(self, cursor: dbapi.Cursor) -> None:
         """Held already: the LockObjects record was granted before this is called."""
@@ -100,7 +108,7 @@ class PaxosTransactionControl(Sqlite3TransactionControl):  # type: ignore[misc]
     ) -> None:
         """Only a restore gets here (see PaxosLocker.hold_commit_lock): remember its tid for
         finish, where the applier writes the transaction row from the RestoreTxn record."""
-        cursor.connection.paxos_restore = (tid, packed)
+        cursor.connection.paxos_restore = dbapi.Restoring(tid, packed, {})
 
 
 class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
@@ -108,6 +116,11 @@ class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
     replica: finish sends them to the log in a RestoreTxn."""
 
     def restore(self, cursor: dbapi.Cursor, batcher: Any, oid: int, tid: int, data: Any) -> None:
+        """``tid`` is the object's own (in a history-free copy, not the transaction's):
+        Writer.restore finds it in the connection's ``paxos_restore``."""
+        restoring = cursor.connection.paxos_restore
+        assert restoring is not None, "restore() outside a tpc_begin with a tid"
+        restoring.object_tids[oid] = tid
         # temp_store.prev_tid means nothing to a restore; a NULL state is "no object".
         cursor.execute(
             "INSERT OR REPLACE INTO temp_store (zoid, prev_tid, md5, state) VALUES (?, 0, NULL, ?)",
@@ -122,10 +135,12 @@ class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
         CommitTxn is applied, and ``verify_undoable`` reads staged states as current."""
 
 
+@implementer(IOIDAllocator)
 class PaxosOIDAllocator:
     """OIDs from blocks the node reserves in the log (AllocateOids), shared by every
     adapter of the process through the link. RelStorage's ``OIDs`` pops from the end of the
-    lists we return, so they run from the largest OID down."""
+    lists we return, so they run from the largest OID down. ``reset_oid`` is refused: OIDs
+    handed out by a cluster are never handed out again."""
 
     def __init__(self, link: NodeLink, timeout_s: float) -> None:
         self._link = link

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import apsw
 import apsw.ext
@@ -38,6 +38,16 @@ Binary = bytes
 
 Params = Sequence[Any] | Mapping[str, Any]
 Row = tuple[Any, ...]
+
+
+class Restoring(NamedTuple):
+    """A store connection's restore in progress (``tpc_begin`` with a tid)."""
+
+    tid: int
+    packed: bool
+    object_tids: dict[int, int]
+    """{oid: tid} of every ``restore()``d object: RelStorage's history-free copier gives
+    each its own, not the transaction's; objects ``store()``d in it take the transaction's."""
 
 
 class Warning(Exception):  # the DB-API name, shadowing the builtin on purpose
@@ -138,8 +148,8 @@ class Connection:
     paxos_lease_until_us: int = 0
     """The lease of the lock request ``paxos_txn_id`` made; its release carries it."""
 
-    paxos_restore: tuple[int, bool] | None = None
-    """Set by the adapter on a store connection restoring a transaction: (tid, packed)."""
+    paxos_restore: Restoring | None = None
+    """Set by the adapter on a store connection restoring a transaction."""
 
     paxos_database_tid: int | None = None
     """Set by the adapter on a store connection whose transaction holds the database lock:

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from relstorage_paxos.adapter.link import NodeLink
 from relstorage_paxos.errors import PaxosError
@@ -29,14 +30,20 @@ def now_us() -> int:
 
 
 class LeaseKeeper:
-    def __init__(self, link: NodeLink, lease_us: int) -> None:
+    def __init__(self, link: NodeLink, lease_s: Callable[[], float]) -> None:
+        """``lease_s``: a lease's length, read at each use (it follows the commit lock
+        timeout, which may change)."""
         self._link = link
-        self._lease_us = lease_us
+        self._lease_s = lease_s
         self._lock = threading.Lock()
         self._held: dict[bytes, int] = {}
         """txn_id -> the lease it was last given."""
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
+
+    @property
+    def _lease_us(self) -> int:
+        return int(self._lease_s() * 1_000_000)
 
     def lease_from_now(self) -> int:
         return now_us() + self._lease_us
@@ -58,8 +65,8 @@ class LeaseKeeper:
         self._wake.set()
 
     def _run(self) -> None:
-        check_s = max(0.05, self._lease_us / 4 / 1_000_000)
         while True:
+            check_s = max(0.05, self._lease_s() / 4)
             with self._lock:
                 if not self._held:
                     self._thread = None

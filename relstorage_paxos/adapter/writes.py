@@ -19,8 +19,9 @@ The contract with the applier (relstorage_paxos.replica):
   longer than that, or cannot reach its node, is its transaction refused at finish with a
   ConflictError rather than overwrite someone else's work.
 - ``restore``: RestoreTxn, the same for a restored transaction (copyTransactionsFrom,
-  zodbconvert): its own tid, no ``prev_tid`` (the applier checks the tid follows every tid
-  applied so far, and the locks).
+  zodbconvert): its own tid and each object's (a history-free copy batches objects from
+  many source transactions), no ``prev_tid`` (the applier checks the locks, and that the
+  tids follow every tid applied so far where readers could otherwise miss a change).
 - ``lock_database``: LockObjects for the whole database, for the paths that must know their
   tid before vote (history-preserving undo and deleteObject, as RelStorage's
   ``lock_database_and_choose_next_tid``). Once it is granted and applied here nothing else
@@ -41,7 +42,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from relstorage.adapters.interfaces import (  # type: ignore[import-untyped]
@@ -85,11 +86,19 @@ def _as_bytes(value: bytes | str) -> bytes:
 class Writer:
     """Proposes one adapter's transactions to its node."""
 
-    def __init__(self, link: NodeLink, commit_lock_timeout_s: float, lease_s: float) -> None:
+    def __init__(
+        self, link: NodeLink, commit_lock_timeout_s: Callable[[], float], lease_s: float
+    ) -> None:
         self._link = link
-        self._timeout_s = commit_lock_timeout_s
+        self._commit_lock_timeout_s = commit_lock_timeout_s
         self._lease_s = lease_s
-        self._leases = LeaseKeeper(link, int((commit_lock_timeout_s + lease_s) * 1_000_000))
+        self._leases = LeaseKeeper(link, lambda: self._timeout_s + lease_s)
+
+    @property
+    def _timeout_s(self) -> float:
+        """``commit-lock-timeout`` as it is now: RelStorage (and its tests, and operators)
+        change ``locker.commit_lock_timeout`` after the adapter is made."""
+        return self._commit_lock_timeout_s()
 
     def lock(self, cursor: dbapi.Cursor, read_current_oids: Iterable[int]) -> None:
         """Vote: lock what the transaction writes and read-current-checks; raise
@@ -247,11 +256,13 @@ class Writer:
             conn.paxos_restore,
             tid,
         )
-        packed = conn.paxos_restore[1]
+        packed, object_tids = conn.paxos_restore.packed, conn.paxos_restore.object_tids
         txn_id = conn.paxos_txn_id or os.urandom(16)
         cursor.execute("SELECT zoid, state FROM temp_store ORDER BY zoid")
         objects = tuple(
-            RestoredObject(int(oid), None if state is None else bytes(state))
+            RestoredObject(
+                int(oid), object_tids.get(int(oid), tid), None if state is None else bytes(state)
+            )
             for oid, state in cursor.fetchall()
         )
         body = RestoreTxn(

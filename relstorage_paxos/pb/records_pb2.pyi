@@ -85,12 +85,14 @@ class CommitTxn(_message.Message):
     def __init__(self, txn_id: _Optional[bytes] = ..., timestamp_us: _Optional[int] = ..., user: _Optional[bytes] = ..., description: _Optional[bytes] = ..., extension: _Optional[bytes] = ..., writes: _Optional[_Iterable[_Union[ObjectWrite, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobWrite, _Mapping]]] = ..., tid: _Optional[int] = ...) -> None: ...
 
 class RestoredObject(_message.Message):
-    __slots__ = ("oid", "state")
+    __slots__ = ("oid", "state", "tid")
     OID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
     oid: int
     state: bytes
-    def __init__(self, oid: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
+    tid: int
+    def __init__(self, oid: _Optional[int] = ..., state: _Optional[bytes] = ..., tid: _Optional[int] = ...) -> None: ...
 
 class RestoreTxn(_message.Message):
     __slots__ = ("txn_id", "tid", "user", "description", "extension", "packed", "objects", "blobs")

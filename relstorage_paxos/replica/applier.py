@@ -414,12 +414,11 @@ class Replica:
         refused = self._check_locks(restore.txn_id, (o.oid for o in restore.objects))
         if refused is not None:
             return refused
-        if restore.tid <= state.last_tid:
-            # Pollers read changes by tid > the last tid they saw: an earlier tid appearing
-            # now would never reach them.
-            return Rejected(f"restore tid {restore.tid} is not after last tid {state.last_tid}")
+        refusal = self._refuse_restore(restore, state.last_tid)
+        if refusal is not None:
+            return Rejected(refusal)
         self._writer.restore(restore)
-        state.last_tid = restore.tid
+        state.last_tid = max(state.last_tid, restore.tid, *(o.tid for o in restore.objects))
         return Committed(restore.tid, self._release(slot, restore.txn_id, "committed"))
 
     def _check_locks(self, txn_id: bytes, oids: Iterable[int]) -> Conflict | None:
@@ -434,6 +433,30 @@ class Replica:
         if not self._locks.has_request(release.txn_id) and release.lease_until_us:
             self._locks.remember_released(release.txn_id, release.lease_until_us)
         return Released(self._release(slot, release.txn_id, "released"))
+
+    def _refuse_restore(self, restore: RestoreTxn, last_tid: int) -> str | None:
+        """Why ``restore`` may not be applied after ``last_tid``, or None.
+
+        Pollers read changes by tid > the last tid they saw: a change under an earlier tid
+        would never reach a reader that holds the object. A history-preserving restore is one
+        source transaction, copied in tid order, so its tid must be after ``last_tid``. A
+        history-free one is RelStorage's copier walking the current objects in OID order,
+        each under its own tid, so tids go back from one batch to the next; an object that
+        does not exist yet is no reader's, so only existing objects need a later tid.
+        """
+        if self._meta.keep_history:
+            others = sorted(o.oid for o in restore.objects if o.tid != restore.tid)
+            if others:
+                return (
+                    f"oids {others[:20]} not restored under their transaction's tid {restore.tid}"
+                )
+            if restore.tid <= last_tid:
+                return f"restore tid {restore.tid} is not after last tid {last_tid}"
+            return None
+        early = self._writer.existing_oids(o.oid for o in restore.objects if o.tid <= last_tid)
+        if early:
+            return f"restore of existing oids {early[:20]} under tids not after last tid {last_tid}"
+        return None
 
     def _release(self, slot: int, txn_id: bytes, why: str) -> tuple[bytes, ...]:
         """Drop the txn's lock request; grant what that unblocks; return the granted ids."""

@@ -50,7 +50,7 @@ from relstorage_paxos.replica.records import (
 RECORD_VERSION: Final = 3
 """The record format this code writes and applies; see records.proto on when to bump it.
 2: RestoreTxn. 3: database locks, deletes (ObjectWrite without state), CommitTxn.tid,
-ReleaseTxn.lease_until_us, RenewLeases."""
+ReleaseTxn.lease_until_us, RenewLeases, RestoredObject.tid."""
 
 
 def encode_record(record: Record) -> bytes:
@@ -97,9 +97,9 @@ def encode_record(record: Record) -> bytes:
                     extension=body.extension,
                     packed=body.packed,
                     objects=[
-                        pb.RestoredObject(oid=o.oid)
+                        pb.RestoredObject(oid=o.oid, tid=o.tid)
                         if o.state is None
-                        else pb.RestoredObject(oid=o.oid, state=o.state)
+                        else pb.RestoredObject(oid=o.oid, tid=o.tid, state=o.state)
                         for o in body.objects
                     ],
                     blobs=[pb.BlobWrite(oid=b.oid, data=b.data) for b in body.blobs],
@@ -177,7 +177,7 @@ def _decode_body(message: pb.Record) -> RecordBody:
             extension=restore.extension,
             packed=restore.packed,
             objects=tuple(
-                RestoredObject(o.oid, o.state if o.HasField("state") else None)
+                RestoredObject(o.oid, o.tid, o.state if o.HasField("state") else None)
                 for o in restore.objects
             ),
             blobs=tuple(BlobWrite(b.oid, b.data) for b in restore.blobs),

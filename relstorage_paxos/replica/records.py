@@ -122,23 +122,33 @@ class CommitTxn:
 
 @dataclass(frozen=True, slots=True)
 class RestoredObject:
-    """An object's state as a restore copies it: ``state`` None records that the object does
-    not exist as of this transaction (history-preserving "uncreation"; history-free deletes
-    the row), as ``IStorageRestoreable.restore`` allows."""
+    """An object's state as a restore copies it, under ``tid`` (``IStorageRestoreable.restore``
+    gives each record its serial): ``state`` None records that the object does not exist as
+    of this transaction (history-preserving "uncreation"; history-free deletes the row).
+
+    A history-preserving restore copies one transaction, so every tid is the transaction's.
+    A history-free one may not: RelStorage's history-free copier batches the current state
+    of many objects, each under the tid of the source transaction that last wrote it."""
 
     oid: int
+    tid: int
     state: bytes | None
 
     def __post_init__(self) -> None:
         _check_oids("oid", (self.oid,))
+        if not 0 < self.tid <= MAX_OID:
+            raise MalformedRecord(f"oid {self.oid}: tid {self.tid} outside 1..{MAX_OID}")
 
 
 @dataclass(frozen=True, slots=True)
 class RestoreTxn:
-    """Restore (``copyTransactionsFrom``, zodbconvert): write ``objects`` under the given
-    ``tid``, with no ``prev_tid`` check. Like CommitTxn, it needs the txn's exclusive locks on
-    every OID it writes (so no running transaction's view of them changes under it), and the
-    tid must follow every tid already applied (pollers need tids to appear in order)."""
+    """Restore (``copyTransactionsFrom``, zodbconvert): write ``objects`` under their tids,
+    with no ``prev_tid`` check; ``tid`` is the restored transaction's (the first object's, for
+    a history-free batch). Like CommitTxn, it needs the txn's exclusive locks on every OID it
+    writes (so no running transaction's view of them changes under it). Pollers see changes
+    by tid above the last they saw, so the applier refuses a tid that is not after every tid
+    applied, except for a history-free object that does not exist yet: no reader can hold
+    it (see ``Replica._refuse_restore``)."""
 
     txn_id: bytes
     tid: int

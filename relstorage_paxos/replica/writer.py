@@ -19,6 +19,7 @@ Called by: the applier thread, inside the slot's SQLite transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 import apsw
@@ -108,11 +109,22 @@ class ObjectWriter:
         self._mover.move_from_temp(self._cursor, tid, bool(commit.blobs))
         self._mover.update_current(self._cursor, tid)
 
+    def existing_oids(self, oids: Iterable[int]) -> list[int]:
+        """Those of ``oids`` that have a state (HF: a row in ``object_state``), in order."""
+        assert not self._keep_history
+        existing = []
+        for oid in sorted(oids):
+            self._cursor.execute("SELECT 1 FROM object_state WHERE zoid = ?", (oid,))
+            if self._cursor.fetchone() is not None:
+                existing.append(oid)
+        return existing
+
     def restore(self, restore: RestoreTxn) -> None:
-        """Write a restored transaction under its own tid, as RelStorage's restore path does
-        (``mover.restore`` with its batcher, blobs straight into ``blob_chunk``, then the HP
-        transaction row and current pointers). A restored state replaces whatever the
-        object had at that tid; None removes (HF) or "uncreates" (HP) it."""
+        """Write a restored transaction, each object under its own tid, as RelStorage's
+        restore path does (``mover.restore`` with its batcher, blobs straight into
+        ``blob_chunk`` under their object's tid, then the HP transaction row and current
+        pointers). A restored state replaces whatever the object had at that tid; None
+        removes (HF) or "uncreates" (HP) it."""
         cursor = self._cursor
         self._txncontrol.add_transaction(
             cursor,
@@ -124,18 +136,18 @@ class ObjectWriter:
         )
         batcher = self._mover.make_batcher(cursor, RESTORE_BATCH_ROWS)
         for obj in restore.objects:
-            self._mover.restore(cursor, batcher, obj.oid, restore.tid, obj.state)
+            self._mover.restore(cursor, batcher, obj.oid, obj.tid, obj.state)
         batcher.flush()
+        tids = {obj.oid: obj.tid for obj in restore.objects}
         for blob in restore.blobs:
+            tid = tids[blob.oid]
             if self._keep_history:
-                cursor.execute(
-                    "DELETE FROM blob_chunk WHERE zoid = ? AND tid = ?", (blob.oid, restore.tid)
-                )
+                cursor.execute("DELETE FROM blob_chunk WHERE zoid = ? AND tid = ?", (blob.oid, tid))
             else:
                 cursor.execute("DELETE FROM blob_chunk WHERE zoid = ?", (blob.oid,))
             cursor.execute(
                 "INSERT INTO blob_chunk (zoid, tid, chunk_num, chunk) VALUES (?, ?, 0, ?)",
-                (blob.oid, restore.tid, blob.data),
+                (blob.oid, tid, blob.data),
             )
         self._mover.update_current(cursor, restore.tid)
 

@@ -5,6 +5,7 @@ exactly as an application would."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import transaction
 import ZODB
@@ -36,13 +37,13 @@ def make_node(root: Path, *, keep_history: bool, name: str = "node1") -> Path:
     return data_dir
 
 
-def zconfig(data_dir: Path, *, keep_history: bool, relstorage: str = "", **paxos: object) -> str:
-    """A ``<zodb>`` configuration with a ``<paxos>`` section; keyword names use _ for -."""
+def relstorage_section(
+    data_dir: Path, *, keep_history: bool, relstorage: str = "", name: str = "", **paxos: object
+) -> str:
+    """A ``<relstorage>`` section with a ``<paxos>`` section; keyword names use _ for -."""
     keys = "\n".join(f"    {k.replace('_', '-')} {v}" for k, v in paxos.items())
     return f"""
-%import relstorage_paxos
-<zodb>
-  <relstorage>
+  <relstorage {name}>
     keep-history {"true" if keep_history else "false"}
     {relstorage}
     <paxos>
@@ -50,8 +51,26 @@ def zconfig(data_dir: Path, *, keep_history: bool, relstorage: str = "", **paxos
 {keys}
     </paxos>
   </relstorage>
-</zodb>
 """
+
+
+def zconfig(data_dir: Path, *, keep_history: bool, relstorage: str = "", **paxos: object) -> str:
+    """A ``<zodb>`` configuration around ``relstorage_section``."""
+    section = relstorage_section(
+        data_dir, keep_history=keep_history, relstorage=relstorage, **paxos
+    )
+    return f"%import relstorage_paxos\n<zodb>{section}</zodb>\n"
+
+
+def open_storage(
+    data_dir: Path, *, keep_history: bool, relstorage: str = "", **paxos: object
+) -> Any:
+    """The storage alone, as zodbconvert opens it: no ``ZODB.DB``, so no root object is
+    committed into an empty database."""
+    section = relstorage_section(
+        data_dir, keep_history=keep_history, relstorage=relstorage, **paxos
+    )
+    return ZODB.config.storageFromString(f"%import relstorage_paxos\n{section}")
 
 
 def open_db(

@@ -1,6 +1,6 @@
 """Configuration: the ``<paxos>`` section from ``component.xml`` and ``paxos://`` URIs. A bad
 value fails while the configuration loads, with the key named; a history mode other than
-the node's fails at open."""
+the node's fails at open; the adapter it makes validly provides ``IRelStorageAdapter``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import transaction
 import ZConfig
 import ZODB.config
 import zodburi
+from hamcrest import assert_that
+from nti.testing.matchers import validly_provides
+from relstorage.adapters.interfaces import IOIDAllocator, IRelStorageAdapter
 from relstorage.storage import RelStorage
+from zope.interface.verify import verifyObject
 
 from relstorage_paxos.adapter import PaxosAdapter
 from relstorage_paxos.errors import HistoryModeMismatch
@@ -51,6 +55,17 @@ def test_section_settings_reach_the_adapter(hf_dir: Path) -> None:
         assert adapter.settings.embedded
         assert adapter.options.commit_lock_timeout == 7
         assert adapter.driver.__name__ == "apsw"
+    finally:
+        db.close()
+
+
+def test_the_adapter_validly_provides_its_interface(hf_dir: Path) -> None:
+    """Every component is checked against its interface (the OID allocator once was not)."""
+    db = open_db(hf_dir, keep_history=False, embedded="true")
+    try:
+        adapter = db.storage._adapter
+        assert verifyObject(IOIDAllocator, adapter.oidallocator)
+        assert_that(adapter, validly_provides(IRelStorageAdapter))
     finally:
         db.close()
 

@@ -184,46 +184,4 @@ PAXOS_SKIPS: tuple[Skip, ...] = (
         " the node rejects (RequestRejectedError); large records are not chunked yet",
         kind="unsupported",
     ),
-    # -- adapter bugs found by this tier: fix, then drop the skip ---------------------------
-    Skip(
-        "checkConfigureViaZConfig",
-        "PaxosOIDAllocator does not declare IOIDAllocator, so the adapter does not validly"
-        " provide IRelStorageAdapter (nti.testing validly_provides)",
-        kind="adapter-bug",
-    ),
-    Skip(
-        "checkTL_ConflictingReadCurrent",
-        "the lock wait ignores a commit-lock-timeout changed after the adapter was made"
-        " (locker.commit_lock_timeout): it waits 10 s where the test set 1 s",
-        kind="adapter-bug",
-    ),
-    Skip(
-        "checkTL_ReadCurrentConflict_DoesNotTakeExclusiveLocks",
-        "the lock wait ignores a commit-lock-timeout changed after the adapter was made"
-        " (locker.commit_lock_timeout), and a readCurrent conflict waits for locks instead"
-        " of failing first (UnableToLockRowsToModifyError after 10 s)",
-        kind="adapter-bug",
-    ),
-    Skip(
-        "checkRestoreWithMultipleObjectsInUndoRedo",
-        "history-free restore (copyTransactionsFrom a FileStorage with undo/redo records):"
-        " the restored transaction's tid differs from the source's (compare_truncated)",
-        ("*HistoryFreeFromFileStorage",),
-        kind="adapter-bug",
-    ),
-    Skip(
-        "testSimpleBlobRecovery",
-        "history-free restore of blob transactions (copyTransactionsFrom another storage):"
-        " the copy's tids differ from the source's (compare_exact)",
-        ("*UnsharedHistoryFree*",),
-        kind="adapter-bug",
-    ),
-    Skip(
-        "test_incremental_after_full_copy",
-        "zodbconvert --incremental into a history-free cluster after a full copy: the node"
-        " rejects the first restore ('restore tid … is not after last tid …'), so the"
-        " destination's last tid is ahead of the source's after the full copy",
-        ("*RSDestHFZodbConvertTests",),
-        kind="adapter-bug",
-    ),
 )
