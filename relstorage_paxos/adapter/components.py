@@ -4,9 +4,9 @@ attribute that must not write the replica or must speak to the node).
 Owns: read-only connections to ``replica.sqlite3``; the locker (object locks are the log's,
 taken by ``PaxosAdapter.lock_objects_and_detect_conflicts``; releasing them is an abort's
 ReleaseTxn); OIDs served by the node; the poller's consistency barrier; a schema installer
-that verifies what the node created and refuses to change it; refusals for what is not
-replicated yet (pack, undo, deleteObject, zap_all). Everything else is stock RelStorage
-SQLite, running its own SQL on the replica.
+that verifies what the node created and refuses to change it; pack as log records
+(pack.py); refusals for what is not replicated yet (undo, deleteObject, zap_all).
+Everything else is stock RelStorage SQLite, running its own SQL on the replica.
 Must not import: ``core``, ``log``, ``runtime``.
 Called by: RelStorage, on application threads.
 """
@@ -37,6 +37,7 @@ from relstorage.adapters.sqlite.txncontrol import (  # type: ignore[import-untyp
 
 from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.link import OIDS_PER_REQUEST, NodeLink
+from relstorage_paxos.adapter.pack import PaxosPackMixin
 from relstorage_paxos.adapter.writes import Writer
 from relstorage_paxos.errors import NotReplicatedError, PaxosTransientError
 from relstorage_paxos.replica import Allocated, AllocateOids, Record
@@ -54,7 +55,10 @@ class PaxosConnectionManager(Sqlite3ConnectionManager):  # type: ignore[misc]
     driver opens read-only (store connections write only their TEMP tables)."""
 
     def open_for_pre_pack(self) -> tuple[Any, Any]:
-        raise NotReplicatedError("pack is not replicated yet: it would change one replica only")
+        raise NotReplicatedError(
+            "a pre-pack connection would write one replica only; pack plans on a load"
+            " connection and proposes its changes (adapter/pack.py)"
+        )
 
 
 class PaxosLocker(Sqlite3Locker):  # type: ignore[misc]
@@ -71,14 +75,15 @@ class PaxosLocker(Sqlite3Locker):  # type: ignore[misc]
     def hold_commit_lock(
         self, cursor: dbapi.Cursor, ensure_current: Any = False, nowait: bool = False
     ) -> bool:
-        """Only a restore (``ensure_current`` = its given tid) gets here: it locks its
-        objects at vote like any commit, and the applier checks its tid then. The other
-        callers choose a tid before vote under the stock database-wide lock, which the log
-        has no record for yet (HP undo and deleteObject, pack)."""
-        if isinstance(ensure_current, tuple):
+        """A restore (``ensure_current`` = its given tid) locks its objects at vote like
+        any commit, and the applier checks its tid then. Holding the lock with nothing to
+        ensure (False) guards nothing here: a cluster's writers lock objects, not the
+        database, so it is a no-op. Choosing a tid before vote under the lock (True: HP undo
+        and deleteObject) has no record yet."""
+        if ensure_current is False or isinstance(ensure_current, tuple):
             return True
         raise NotReplicatedError(
-            "operations that choose their tid before vote (undo, deleteObject, pack)"
+            "operations that choose their tid before vote (undo, deleteObject)"
             " are not replicated yet"
         )
 
@@ -256,11 +261,11 @@ class PaxosStats(Sqlite3Stats):  # type: ignore[misc]
         """The stock ANALYZE would write the replica; the node's applier owns it."""
 
 
-class PaxosHistoryFreePackUndo(HistoryFreePackUndo):  # type: ignore[misc]
+class PaxosHistoryFreePackUndo(PaxosPackMixin, HistoryFreePackUndo):  # type: ignore[misc]
     def deleteObject(self, cursor: dbapi.Cursor, oid: bytes, oldserial: bytes) -> None:
         raise NotReplicatedError("deleteObject is not replicated yet")
 
 
-class PaxosHistoryPreservingPackUndo(HistoryPreservingPackUndo):  # type: ignore[misc]
+class PaxosHistoryPreservingPackUndo(PaxosPackMixin, HistoryPreservingPackUndo):  # type: ignore[misc]
     def deleteObject(self, cursor: dbapi.Cursor, oid: bytes, oldserial: bytes) -> None:
         raise NotReplicatedError("deleteObject is not replicated yet")

@@ -47,6 +47,7 @@ from relstorage_paxos.replica.outcomes import (
     Rejected,
     Released,
 )
+from relstorage_paxos.replica.packer import Packer
 from relstorage_paxos.replica.records import (
     MAX_OID,
     AllocateOids,
@@ -54,6 +55,8 @@ from relstorage_paxos.replica.records import (
     ExpireLeases,
     LockObjects,
     Noop,
+    PackObjects,
+    PackTransactions,
     ReleaseTxn,
     RestoreTxn,
 )
@@ -127,6 +130,7 @@ class Replica:
         self._closed = False
         self._locks = LockTable(db)
         self._writer = ObjectWriter(db, meta.keep_history)
+        self._packer = Packer(db, meta.keep_history)
         self._wal_frames = 0
         self._warn_pinned_frames = 2 * options.checkpoint_frames
         # Replaces SQLite's auto-checkpoint: the applier checkpoints itself, before writing.
@@ -360,6 +364,10 @@ class Replica:
                 return self._allocate_oids(slot, body, state)
             case Noop():
                 return NoopApplied()
+            case PackObjects():
+                return self._packer.pack_objects(body)
+            case PackTransactions():
+                return self._packer.pack_transactions(body, state.last_tid)
             case _:
                 assert_never(body)
 
