@@ -20,8 +20,10 @@ keep flowing; so nothing in a record is trusted that a later commit could have m
 What is removed mirrors RelStorage's own pack (relstorage/adapters/packundo.py): states,
 their blob chunks (the schema's ``ON DELETE CASCADE``), current-object pointers, ``prev_tid``
 links to removed states (set to 0), and history-preserving transactions that are packed and
-left without states. The order of every loop is fixed by the record or by SQL ``ORDER BY``,
-and references are read with ZODB's own ``referencesf``, a pure function of the bytes.
+left without states. Each record takes a few set-wise statements over TEMP tables holding its
+entries (the log waits while it applies); what they change does not depend on the order SQLite
+visits rows, the Python loops run in OID or tid order, and references are read with ZODB's
+own ``referencesf``, a pure function of the bytes.
 
 Must not import: any clock or global randomness (tests/test_tidy.py), generated protobuf.
 Called by: the applier thread, inside the slot's SQLite transaction.
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
 
 import apsw
@@ -39,7 +40,7 @@ from ZODB.serialize import referencesf
 from ZODB.utils import u64
 
 from relstorage_paxos.replica.outcomes import Packed, RecordedOutcome, Rejected
-from relstorage_paxos.replica.records import PackObjects, PackTransactions, PrunedObject
+from relstorage_paxos.replica.records import PackObjects, PackTransactions
 
 _ZLIB_PREFIX: Final = b".z"
 _PLAIN_PREFIX: Final = b".n"
@@ -70,102 +71,140 @@ def references(state: bytes | None) -> set[int] | None:
         return None
 
 
-@dataclass(slots=True)
-class _Tally:
-    states_removed: int = 0
-    objects_removed: int = 0
-    objects_kept: int = 0
+_TEMP_TABLES: Final = (
+    # The entries of the record being applied; keep = 1 marks those refused.
+    "CREATE TEMP TABLE IF NOT EXISTS temp_pack_entry ("
+    " zoid INTEGER PRIMARY KEY, tid INTEGER NOT NULL, keep INTEGER NOT NULL DEFAULT 0)",
+    # The tids of the states it removed (history-preserving transactions to re-check).
+    "CREATE TEMP TABLE IF NOT EXISTS temp_pack_tid (tid INTEGER PRIMARY KEY)",
+)
 
-    def outcome(self, transactions_removed: int) -> Packed:
-        return Packed(
-            states_removed=self.states_removed,
-            objects_removed=self.objects_removed,
-            objects_kept=self.objects_kept,
-            transactions_removed=transactions_removed,
-        )
+_KEEP_WITHOUT_STATE: Final = """
+    UPDATE temp_pack_entry SET keep = 1
+    WHERE NOT EXISTS (
+        SELECT 1 FROM object_state os
+        WHERE os.zoid = temp_pack_entry.zoid AND os.tid = temp_pack_entry.tid
+    )
+"""
+
+# CROSS JOIN makes SQLite loop over the record's entries and look their states up, rather
+# than scan object_state: the work is the record's size, not the database's.
+_PRUNED_STATES: Final = """
+    SELECT os.rowid, os.tid FROM temp_pack_entry e CROSS JOIN object_state os
+    ON os.zoid = e.zoid AND os.tid > 0 AND os.tid < e.tid
+    WHERE e.keep = 0
+"""
+
+_END_PREV_TID_CHAINS: Final = """
+    UPDATE object_state SET prev_tid = 0
+    WHERE rowid IN (
+        SELECT os.rowid FROM temp_pack_entry e CROSS JOIN object_state os
+        ON os.zoid = e.zoid AND os.tid = e.tid
+        WHERE e.keep = 0 AND os.prev_tid > 0 AND os.prev_tid < e.tid
+    )
+"""
+
+_KEEP_CHANGED_OR_LOCKED: Final = """
+    UPDATE temp_pack_entry SET keep = 1
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {current} c
+        WHERE c.zoid = temp_pack_entry.zoid AND c.tid = temp_pack_entry.tid
+    )
+    OR EXISTS (SELECT 1 FROM paxos_lock_oid l WHERE l.zoid = temp_pack_entry.zoid)
+"""
+
+_EMPTY: Final = """
+    NOT EXISTS (SELECT 1 FROM object_state WHERE tid = "transaction".tid)
+    AND NOT EXISTS (SELECT 1 FROM object_state WHERE prev_tid = "transaction".tid)
+"""
+"""A transaction without states, that no state names as ``prev_tid`` either
+(``object_state.prev_tid`` references ``"transaction"``)."""
 
 
 class Packer:
-    """Applies pack records on the applier's connection."""
+    """Applies pack records on the applier's connection, a few set-wise statements per
+    record (a record holds thousands of entries, and the log waits while it applies)."""
 
     def __init__(self, db: apsw.Connection, keep_history: bool) -> None:
         self._db = db
         self._keep_history = keep_history
+        for ddl in _TEMP_TABLES:
+            db.execute(ddl)
 
     # -- PackObjects ----------------------------------------------------------------------
 
     def pack_objects(self, record: PackObjects) -> RecordedOutcome:
         if record.pruned and not self._keep_history:
             return Rejected("a history-free replica keeps no old revisions to prune")
-        tally = _Tally()
-        emptied: set[int] = set()
-        for pruned in record.pruned:
-            self._prune(pruned, tally, emptied)
+        states_removed = objects_removed = objects_kept = 0
+        if record.pruned:
+            self._load_entries((p.oid, p.keep_tid) for p in record.pruned)
+            states_removed, objects_kept = self._prune()
         if record.removed:
-            self._remove(record, tally, emptied)
-        removed_txns = self._drop_emptied_transactions(emptied) if self._keep_history else 0
-        return tally.outcome(removed_txns)
-
-    def _prune(self, pruned: PrunedObject, tally: _Tally, emptied: set[int]) -> None:
-        oid, keep_tid = pruned.oid, pruned.keep_tid
-        row = self._db.execute(
-            "SELECT prev_tid FROM object_state WHERE zoid = ? AND tid = ?", (oid, keep_tid)
-        ).fetchone()
-        if row is None:  # removed by another pack since the plan
-            tally.objects_kept += 1
-            return
-        tids = self._column(
-            "SELECT tid FROM object_state WHERE zoid = ? AND tid > 0 AND tid < ? ORDER BY tid",
-            (oid, keep_tid),
+            self._load_entries((r.oid, r.tid) for r in record.removed)
+            objects_removed, kept, states = self._remove(record.snapshot_tid)
+            objects_kept += kept
+            states_removed += states
+        transactions_removed = self._drop_emptied_transactions() if self._keep_history else 0
+        self._db.execute("DELETE FROM temp_pack_entry")
+        self._db.execute("DELETE FROM temp_pack_tid")
+        return Packed(
+            states_removed=states_removed,
+            objects_removed=objects_removed,
+            objects_kept=objects_kept,
+            transactions_removed=transactions_removed,
         )
-        if not tids:
-            return
-        self._db.execute(
-            "DELETE FROM object_state WHERE zoid = ? AND tid > 0 AND tid < ?", (oid, keep_tid)
-        )
-        if row[0] in tids:
-            # RelStorage's pack ends the prev_tid chain at the first state it keeps.
-            self._db.execute(
-                "UPDATE object_state SET prev_tid = 0 WHERE zoid = ? AND tid = ?", (oid, keep_tid)
-            )
-        tally.states_removed += len(tids)
-        emptied.update(tids)
 
-    def _remove(self, record: PackObjects, tally: _Tally, emptied: set[int]) -> None:
-        planned = {removed.oid: removed.tid for removed in record.removed}
-        protected = self._protected(planned, record.snapshot_tid)
-        tally.objects_kept += len(protected)
-        for oid in sorted(planned.keys() - protected):
-            tids = self._column("SELECT tid FROM object_state WHERE zoid = ? ORDER BY tid", (oid,))
-            if self._keep_history:
-                # current_object references object_state: the pointer goes first.
-                self._db.execute("DELETE FROM current_object WHERE zoid = ?", (oid,))
-            self._db.execute("DELETE FROM object_state WHERE zoid = ?", (oid,))
-            tally.objects_removed += 1
-            tally.states_removed += len(tids)
-            emptied.update(tids)
+    def _load_entries(self, entries: Iterable[tuple[int, int]]) -> None:
+        self._db.execute("DELETE FROM temp_pack_entry")
+        self._db.executemany("INSERT INTO temp_pack_entry (zoid, tid) VALUES (?, ?)", entries)
 
-    def _protected(self, planned: dict[int, int], snapshot_tid: int) -> set[int]:
-        """The planned removals that must stay: changed, locked, or referenced by a state
-        committed after the snapshot, and everything they refer to among ``planned``."""
-        current_sql = (
-            "SELECT tid FROM current_object WHERE zoid = ?"
-            if self._keep_history
-            else "SELECT tid FROM object_state WHERE zoid = ?"
+    def _prune(self) -> tuple[int, int]:
+        """(states removed, entries refused): each entry's states older than its keep
+        state go, unless that state is gone (another pack removed the object since)."""
+        self._db.execute(_KEEP_WITHOUT_STATE)
+        kept = self._db.changes()
+        rowids, tids = [], []
+        for rowid, tid in self._db.execute(_PRUNED_STATES):
+            assert isinstance(rowid, int) and isinstance(tid, int), (rowid, tid)
+            rowids.append((rowid,))
+            tids.append(tid)
+        self._remember_tids(tids)
+        self._db.executemany("DELETE FROM object_state WHERE rowid = ?", rowids)
+        # RelStorage's pack ends the prev_tid chain at the first state it keeps.
+        self._db.execute(_END_PREV_TID_CHAINS)
+        return len(rowids), kept
+
+    def _remove(self, snapshot_tid: int) -> tuple[int, int, int]:
+        """(objects removed, entries refused, states removed)."""
+        current = "current_object" if self._keep_history else "object_state"
+        self._db.execute(_KEEP_CHANGED_OR_LOCKED.format(current=current))
+        planned = set(self._column("SELECT zoid FROM temp_pack_entry", ()))
+        protected = set(self._column("SELECT zoid FROM temp_pack_entry WHERE keep = 1", ()))
+        for oid in sorted(self._referenced(planned, protected, snapshot_tid) - protected):
+            self._db.execute("UPDATE temp_pack_entry SET keep = 1 WHERE zoid = ?", (oid,))
+        gone = "SELECT zoid FROM temp_pack_entry WHERE keep = 0"
+        self._remember_tids(
+            self._column(f"SELECT tid FROM object_state WHERE zoid IN ({gone})", ())
         )
-        protected: set[int] = set()
-        for oid in sorted(planned):
-            row = self._db.execute(current_sql, (oid,)).fetchone()
-            locked = self._db.execute(
-                "SELECT 1 FROM paxos_lock_oid WHERE zoid = ? LIMIT 1", (oid,)
-            ).fetchone()
-            if row is None or row[0] != planned[oid] or locked is not None:
-                protected.add(oid)
+        if self._keep_history:
+            # current_object references object_state: the pointer goes first.
+            self._db.execute(f"DELETE FROM current_object WHERE zoid IN ({gone})")
+        self._db.execute(f"DELETE FROM object_state WHERE zoid IN ({gone})")
+        states = self._db.changes()
+        (kept,) = self._column("SELECT COUNT(*) FROM temp_pack_entry WHERE keep = 1", ())
+        return len(planned) - kept, kept, states
+
+    def _referenced(self, planned: set[int], protected: set[int], snapshot_tid: int) -> set[int]:
+        """``protected`` grown by the planned objects a state committed after the snapshot
+        refers to, and by everything protected ones refer to among ``planned``; all of
+        ``planned`` if a state could not be read."""
+        protected = set(protected)
         newer = self._db.execute(
             "SELECT state FROM object_state WHERE tid > ? ORDER BY tid, zoid", (snapshot_tid,)
         )
         if not self._mark_referenced(planned, protected, (state for (state,) in newer)):
-            return set(planned)
+            return planned
         pending = sorted(protected)
         while pending:
             states = self._db.execute(
@@ -173,14 +212,12 @@ class Packer:
             )
             before = set(protected)
             if not self._mark_referenced(planned, protected, (state for (state,) in states)):
-                return set(planned)
+                return planned
             pending.extend(sorted(protected - before))
         return protected
 
     @staticmethod
-    def _mark_referenced(
-        planned: dict[int, int], protected: set[int], states: Iterable[object]
-    ) -> bool:
+    def _mark_referenced(planned: set[int], protected: set[int], states: Iterable[object]) -> bool:
         """Add to ``protected`` the planned OIDs ``states`` refer to; False if a state
         could not be read (then any of them may be referenced)."""
         for state in states:
@@ -188,54 +225,41 @@ class Packer:
             refs = references(state)
             if refs is None:
                 return False
-            protected.update(oid for oid in refs if oid in planned)
+            protected.update(refs & planned)
         return True
+
+    def _remember_tids(self, tids: Iterable[int]) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO temp_pack_tid (tid) VALUES (?)", ((tid,) for tid in tids)
+        )
 
     # -- transactions (history-preserving) --------------------------------------------------
 
-    def _has_states(self, tid: int) -> bool:
-        """The transaction still has object states, or a state names it as ``prev_tid``
-        (``object_state.prev_tid`` references ``"transaction"``)."""
-        row = self._db.execute(
-            "SELECT EXISTS (SELECT 1 FROM object_state WHERE tid = ?)"
-            " OR EXISTS (SELECT 1 FROM object_state WHERE prev_tid = ?)",
-            (tid, tid),
-        ).fetchone()
-        assert row is not None
-        return bool(row[0])
-
-    def _drop_emptied_transactions(self, tids: set[int]) -> int:
-        """Remove the packed transactions among ``tids`` that have no states left (an
+    def _drop_emptied_transactions(self) -> int:
+        """Remove the packed transactions that lost their last state to this record (an
         unpacked one waits for its PackTransactions, which removes it then)."""
-        removed = 0
-        for tid in sorted(tids):
-            row = self._db.execute(
-                'SELECT packed FROM "transaction" WHERE tid = ?', (tid,)
-            ).fetchone()
-            if row is not None and row[0] and not self._has_states(tid):
-                self._db.execute('DELETE FROM "transaction" WHERE tid = ?', (tid,))
-                removed += 1
-        return removed
+        self._db.execute(
+            'DELETE FROM "transaction" WHERE tid IN (SELECT tid FROM temp_pack_tid)'
+            f" AND packed = 1 AND {_EMPTY}"
+        )
+        return self._db.changes()
 
     def pack_transactions(self, record: PackTransactions, last_tid: int) -> RecordedOutcome:
         if not self._keep_history:
             return Rejected("a history-free replica has no transactions to pack")
         if record.last_tid > last_tid:
             return Rejected(f"transactions up to {record.last_tid} are not all committed yet")
-        tids = self._column(
-            'SELECT tid FROM "transaction" WHERE tid >= ? AND tid <= ? AND packed = 0 ORDER BY tid',
-            (record.first_tid, record.last_tid),
+        span = (record.first_tid, record.last_tid)
+        in_span = 'FROM "transaction" WHERE tid >= ? AND tid <= ? AND packed = 0'
+        (packed,) = self._column(f"SELECT COUNT(*) {in_span}", span)
+        self._db.execute(f"DELETE {in_span} AND {_EMPTY}", span)
+        removed = self._db.changes()
+        self._db.execute(
+            'UPDATE "transaction" SET packed = 1, is_empty = 0'
+            f" WHERE tid IN (SELECT tid {in_span})",
+            span,
         )
-        removed = 0
-        for tid in tids:
-            if self._has_states(tid):
-                self._db.execute(
-                    'UPDATE "transaction" SET packed = 1, is_empty = 0 WHERE tid = ?', (tid,)
-                )
-            else:
-                self._db.execute('DELETE FROM "transaction" WHERE tid = ?', (tid,))
-                removed += 1
-        return Packed(transactions_packed=len(tids), transactions_removed=removed)
+        return Packed(transactions_packed=packed, transactions_removed=removed)
 
     def _column(self, sql: str, params: tuple[int, ...]) -> list[int]:
         values = []
