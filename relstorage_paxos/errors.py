@@ -136,3 +136,9 @@ class ReplicaTooStaleError(PaxosTransientError):
 class NotReplicatedError(PaxosError):
     """An operation the adapter cannot yet express as log records (pack, HP undo,
     deleteObject, zap_all): it is refused, never run against one replica only."""
+
+
+class PackError(PaxosError):
+    """A pack that cannot go on: a pack record was refused by the applier (the message
+    says why), or ``skip_prepack`` found no plan from an earlier ``prepack_only`` pack in
+    this process. What was applied before stays applied; packing again plans afresh."""

@@ -42,6 +42,7 @@ from relstorage_paxos.adapter.components import (
     PaxosStats,
     PaxosTransactionControl,
 )
+from relstorage_paxos.adapter.pack import PackProposer
 from relstorage_paxos.adapter.settings import AdapterSettings
 from relstorage_paxos.errors import HistoryModeMismatch, NotReplicatedError, SettingsError
 from relstorage_paxos.replica.schema import mode_name
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
     driver_options = drivers
     WRITING_REQUIRES_EXCLUSIVE_LOCK = True
+    # RelStorage's tests: tids come from the cluster's records, not this process's
+    # time.time() (which ZODB's tests fake), so pack to a commit's tid, not to a time.
+    RS_TEST_TXN_PACK_NEEDS_SLEEP = True
     # Set by Sqlite3Adapter.__init__ (shared ones passed in) or built by _create.
     connmanager: Any
     mover: Any
@@ -111,12 +115,13 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
         if not self.oidallocator:
             self.oidallocator = PaxosOIDAllocator(node, options.commit_lock_timeout)
         self.runner = Sqlite3ScriptRunner()
+        barrier = self._barrier()
         self.poller = PaxosPoller(
             driver,
             keep_history=self.keep_history,
             runner=self.runner,
             revert_when_stale=options.revert_when_stale,
-            barrier=self._barrier(),
+            barrier=barrier,
         )
         self.txncontrol = PaxosTransactionControl(
             connmanager=self.connmanager,
@@ -141,6 +146,7 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             locker=self.locker,
             options=options,
         )
+        self.packundo.pack_proposer = PackProposer(node, options.commit_lock_timeout, barrier)
         dbiter = (
             HistoryPreservingDatabaseIterator if self.keep_history else HistoryFreeDatabaseIterator
         )

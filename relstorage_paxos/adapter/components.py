@@ -5,8 +5,8 @@ Owns: read-only connections to ``replica.sqlite3``; the locker (object locks are
 taken by ``PaxosAdapter.lock_objects_and_detect_conflicts``; releasing them is an abort's
 ReleaseTxn); OIDs served by the node; the poller's consistency barrier; a schema installer
 that verifies what the node created and refuses to change it; undo and deleteObject staged
-in the TEMP tables; refusals for what is not replicated yet (pack, zap_all). Everything else
-is stock RelStorage SQLite, running its own SQL on the replica.
+in the TEMP tables; pack as log records (pack.py); refusals for what is not replicated
+(zap_all). Everything else is stock RelStorage SQLite, running its own SQL on the replica.
 Must not import: ``core``, ``log``, ``runtime``.
 Called by: RelStorage, on application threads.
 """
@@ -41,6 +41,7 @@ from zope.interface import implementer
 
 from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.link import OIDS_PER_REQUEST, NodeLink
+from relstorage_paxos.adapter.pack import PaxosPackMixin
 from relstorage_paxos.adapter.writes import Writer
 from relstorage_paxos.errors import NotReplicatedError, PaxosTransientError
 from relstorage_paxos.replica import Allocated, AllocateOids, Record
@@ -58,7 +59,10 @@ class PaxosConnectionManager(Sqlite3ConnectionManager):  # type: ignore[misc]
     driver opens read-only (store connections write only their TEMP tables)."""
 
     def open_for_pre_pack(self) -> tuple[Any, Any]:
-        raise NotReplicatedError("pack is not replicated yet: it would change one replica only")
+        raise NotReplicatedError(
+            "a pre-pack connection would write one replica only; pack plans on a load"
+            " connection and proposes its changes (adapter/pack.py)"
+        )
 
 
 class PaxosLocker(Sqlite3Locker):  # type: ignore[misc]
@@ -81,14 +85,17 @@ class PaxosLocker(Sqlite3Locker):  # type: ignore[misc]
     def hold_commit_lock(
         self, cursor: dbapi.Cursor, ensure_current: Any = False, nowait: bool = False
     ) -> bool:
-        """Only a restore (``ensure_current`` = its given tid) gets here: it locks its
-        objects at vote like any commit, and the applier checks its tid then. Undo and
-        deleteObject take the replicated database lock through
-        ``PaxosAdapter.lock_database_and_choose_next_tid``; pack holds the stock lock to
-        change the replica directly, which is not replicated."""
-        if isinstance(ensure_current, tuple):
+        """A restore (``ensure_current`` = its given tid) locks its objects at vote like
+        any commit, and the applier checks its tid then. Holding the lock with nothing to
+        ensure (False: pack) guards nothing here: a cluster's writers lock objects, not the
+        database, so it is a no-op. Choosing a tid before vote under the lock (True) is what
+        ``PaxosAdapter.lock_database_and_choose_next_tid`` does with the replicated database
+        lock instead (HP undo and deleteObject), so nothing should get here with it."""
+        if ensure_current is False or isinstance(ensure_current, tuple):
             return True
-        raise NotReplicatedError("pack is not replicated yet: it would change one replica only")
+        raise NotReplicatedError(
+            "choosing a tid before vote goes through lock_database_and_choose_next_tid"
+        )
 
     def release_commit_lock(self, cursor: dbapi.Cursor) -> None:
         """Called at the end of every transaction, committed or aborted; after a commit
@@ -275,7 +282,7 @@ class PaxosStats(Sqlite3Stats):  # type: ignore[misc]
         """The stock ANALYZE would write the replica; the node's applier owns it."""
 
 
-class PaxosHistoryFreePackUndo(HistoryFreePackUndo):  # type: ignore[misc]
+class PaxosHistoryFreePackUndo(PaxosPackMixin, HistoryFreePackUndo):  # type: ignore[misc]
     def deleteObject(self, cursor: dbapi.Cursor, oid: bytes, oldserial: bytes) -> int:
         """Stage the delete in ``temp_store`` (a row without a state) instead of deleting
         from the replica: vote locks the OID like any write and checks ``oldserial`` is
@@ -297,7 +304,7 @@ class PaxosHistoryFreePackUndo(HistoryFreePackUndo):  # type: ignore[misc]
         return 1
 
 
-class PaxosHistoryPreservingPackUndo(HistoryPreservingPackUndo):  # type: ignore[misc]
+class PaxosHistoryPreservingPackUndo(PaxosPackMixin, HistoryPreservingPackUndo):  # type: ignore[misc]
     """Undo staged in ``temp_store`` instead of written to the replica. The transaction
     holds the database lock from ``undo()`` on (RelStorage takes its commit lock there too),
     so the states read here stay current until finish's CommitTxn writes them, under the

@@ -302,16 +302,23 @@ class Writer:
     def _propose(
         self, request_id: bytes, body: RecordBody, timeout_s: float
     ) -> tuple[int, RecordedOutcome]:
-        """Propose until answered or ``timeout_s`` has passed, re-sending with the same
-        request id after an unknown outcome or an unreachable node."""
-        record = Record(request_id, body)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return self._link.propose(record, max(0.001, remaining))
-            except (OutcomeUnknownError, NodeUnavailableError) as exc:
-                if deadline - time.monotonic() <= RETRY_PAUSE_S:
-                    raise
-                logger.info("retrying %r at node %d: %s", request_id, self._link.node_id, exc)
-                time.sleep(RETRY_PAUSE_S)
+        return propose_with_retries(self._link, request_id, body, timeout_s)
+
+
+def propose_with_retries(
+    link: NodeLink, request_id: bytes, body: RecordBody, timeout_s: float
+) -> tuple[int, RecordedOutcome]:
+    """Propose until answered or ``timeout_s`` has passed, re-sending with the same request
+    id after an unknown outcome or an unreachable node (the applier answers a repeated
+    request id with the outcome it recorded, so nothing is applied twice)."""
+    record = Record(request_id, body)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return link.propose(record, max(0.001, remaining))
+        except (OutcomeUnknownError, NodeUnavailableError) as exc:
+            if deadline - time.monotonic() <= RETRY_PAUSE_S:
+                raise
+            logger.info("retrying %r at node %d: %s", request_id, link.node_id, exc)
+            time.sleep(RETRY_PAUSE_S)

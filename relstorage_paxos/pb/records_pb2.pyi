@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("version", "request_id", "lock_objects", "commit_txn", "release_txn", "expire_leases", "allocate_oids", "noop", "restore_txn", "renew_leases")
+    __slots__ = ("version", "request_id", "lock_objects", "commit_txn", "release_txn", "expire_leases", "allocate_oids", "noop", "restore_txn", "renew_leases", "pack_objects", "pack_transactions")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOCK_OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,8 @@ class Record(_message.Message):
     NOOP_FIELD_NUMBER: _ClassVar[int]
     RESTORE_TXN_FIELD_NUMBER: _ClassVar[int]
     RENEW_LEASES_FIELD_NUMBER: _ClassVar[int]
+    PACK_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    PACK_TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
     version: int
     request_id: bytes
     lock_objects: LockObjects
@@ -28,7 +30,9 @@ class Record(_message.Message):
     noop: Noop
     restore_txn: RestoreTxn
     renew_leases: RenewLeases
-    def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ..., restore_txn: _Optional[_Union[RestoreTxn, _Mapping]] = ..., renew_leases: _Optional[_Union[RenewLeases, _Mapping]] = ...) -> None: ...
+    pack_objects: PackObjects
+    pack_transactions: PackTransactions
+    def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ..., restore_txn: _Optional[_Union[RestoreTxn, _Mapping]] = ..., renew_leases: _Optional[_Union[RenewLeases, _Mapping]] = ..., pack_objects: _Optional[_Union[PackObjects, _Mapping]] = ..., pack_transactions: _Optional[_Union[PackTransactions, _Mapping]] = ...) -> None: ...
 
 class LockObjects(_message.Message):
     __slots__ = ("txn_id", "node_id", "write_oids", "read_current_oids", "lease_until_us", "database")
@@ -150,8 +154,44 @@ class Noop(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PrunedObject(_message.Message):
+    __slots__ = ("oid", "keep_tid")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_TID_FIELD_NUMBER: _ClassVar[int]
+    oid: int
+    keep_tid: int
+    def __init__(self, oid: _Optional[int] = ..., keep_tid: _Optional[int] = ...) -> None: ...
+
+class RemovedObject(_message.Message):
+    __slots__ = ("oid", "tid")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    oid: int
+    tid: int
+    def __init__(self, oid: _Optional[int] = ..., tid: _Optional[int] = ...) -> None: ...
+
+class PackObjects(_message.Message):
+    __slots__ = ("pack_tid", "snapshot_tid", "pruned", "removed")
+    PACK_TID_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_TID_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    pack_tid: int
+    snapshot_tid: int
+    pruned: _containers.RepeatedCompositeFieldContainer[PrunedObject]
+    removed: _containers.RepeatedCompositeFieldContainer[RemovedObject]
+    def __init__(self, pack_tid: _Optional[int] = ..., snapshot_tid: _Optional[int] = ..., pruned: _Optional[_Iterable[_Union[PrunedObject, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[RemovedObject, _Mapping]]] = ...) -> None: ...
+
+class PackTransactions(_message.Message):
+    __slots__ = ("first_tid", "last_tid")
+    FIRST_TID_FIELD_NUMBER: _ClassVar[int]
+    LAST_TID_FIELD_NUMBER: _ClassVar[int]
+    first_tid: int
+    last_tid: int
+    def __init__(self, first_tid: _Optional[int] = ..., last_tid: _Optional[int] = ...) -> None: ...
+
 class Outcome(_message.Message):
-    __slots__ = ("granted", "queued", "committed", "conflict", "released", "expired", "allocated", "rejected", "noop_applied", "renewed")
+    __slots__ = ("granted", "queued", "committed", "conflict", "released", "expired", "allocated", "rejected", "noop_applied", "renewed", "packed")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +202,7 @@ class Outcome(_message.Message):
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     NOOP_APPLIED_FIELD_NUMBER: _ClassVar[int]
     RENEWED_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     granted: Granted
     queued: Queued
     committed: Committed
@@ -172,7 +213,8 @@ class Outcome(_message.Message):
     rejected: Rejected
     noop_applied: NoopApplied
     renewed: Renewed
-    def __init__(self, granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., conflict: _Optional[_Union[Conflict, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., expired: _Optional[_Union[Expired, _Mapping]] = ..., allocated: _Optional[_Union[Allocated, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ..., noop_applied: _Optional[_Union[NoopApplied, _Mapping]] = ..., renewed: _Optional[_Union[Renewed, _Mapping]] = ...) -> None: ...
+    packed: Packed
+    def __init__(self, granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., conflict: _Optional[_Union[Conflict, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., expired: _Optional[_Union[Expired, _Mapping]] = ..., allocated: _Optional[_Union[Allocated, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ..., noop_applied: _Optional[_Union[NoopApplied, _Mapping]] = ..., renewed: _Optional[_Union[Renewed, _Mapping]] = ..., packed: _Optional[_Union[Packed, _Mapping]] = ...) -> None: ...
 
 class Granted(_message.Message):
     __slots__ = ()
@@ -245,3 +287,17 @@ class Rejected(_message.Message):
 class NoopApplied(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Packed(_message.Message):
+    __slots__ = ("states_removed", "objects_removed", "objects_kept", "transactions_packed", "transactions_removed")
+    STATES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_KEPT_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_PACKED_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    states_removed: int
+    objects_removed: int
+    objects_kept: int
+    transactions_packed: int
+    transactions_removed: int
+    def __init__(self, states_removed: _Optional[int] = ..., objects_removed: _Optional[int] = ..., objects_kept: _Optional[int] = ..., transactions_packed: _Optional[int] = ..., transactions_removed: _Optional[int] = ...) -> None: ...

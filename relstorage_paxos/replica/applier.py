@@ -48,6 +48,7 @@ from relstorage_paxos.replica.outcomes import (
     Released,
     Renewed,
 )
+from relstorage_paxos.replica.packer import Packer
 from relstorage_paxos.replica.records import (
     MAX_OID,
     AllocateOids,
@@ -55,6 +56,8 @@ from relstorage_paxos.replica.records import (
     ExpireLeases,
     LockObjects,
     Noop,
+    PackObjects,
+    PackTransactions,
     ReleaseTxn,
     RenewLeases,
     RestoreTxn,
@@ -129,6 +132,7 @@ class Replica:
         self._closed = False
         self._locks = LockTable(db)
         self._writer = ObjectWriter(db, meta.keep_history)
+        self._packer = Packer(db, meta.keep_history)
         self._wal_frames = 0
         self._warn_pinned_frames = 2 * options.checkpoint_frames
         # Replaces SQLite's auto-checkpoint: the applier checkpoints itself, before writing.
@@ -364,6 +368,10 @@ class Replica:
                 return self._allocate_oids(slot, body, state)
             case Noop():
                 return NoopApplied()
+            case PackObjects():
+                return self._packer.pack_objects(body)
+            case PackTransactions():
+                return self._packer.pack_transactions(body, state.last_tid)
             case _:
                 assert_never(body)
 

@@ -24,6 +24,7 @@ from relstorage_paxos.replica.outcomes import (
     Expired,
     Granted,
     NoopApplied,
+    Packed,
     Queued,
     RecordedOutcome,
     Rejected,
@@ -39,9 +40,13 @@ from relstorage_paxos.replica.records import (
     LockObjects,
     Noop,
     ObjectWrite,
+    PackObjects,
+    PackTransactions,
+    PrunedObject,
     Record,
     RecordBody,
     ReleaseTxn,
+    RemovedObject,
     RenewLeases,
     RestoredObject,
     RestoreTxn,
@@ -50,7 +55,7 @@ from relstorage_paxos.replica.records import (
 RECORD_VERSION: Final = 3
 """The record format this code writes and applies; see records.proto on when to bump it.
 2: RestoreTxn. 3: database locks, deletes (ObjectWrite without state), CommitTxn.tid,
-ReleaseTxn.lease_until_us, RenewLeases, RestoredObject.tid."""
+ReleaseTxn.lease_until_us, RenewLeases, RestoredObject.tid, PackObjects, PackTransactions."""
 
 
 def encode_record(record: Record) -> bytes:
@@ -119,6 +124,19 @@ def encode_record(record: Record) -> bytes:
             )
         case Noop():
             message.noop.SetInParent()
+        case PackObjects():
+            message.pack_objects.CopyFrom(
+                pb.PackObjects(
+                    pack_tid=body.pack_tid,
+                    snapshot_tid=body.snapshot_tid,
+                    pruned=[pb.PrunedObject(oid=p.oid, keep_tid=p.keep_tid) for p in body.pruned],
+                    removed=[pb.RemovedObject(oid=r.oid, tid=r.tid) for r in body.removed],
+                )
+            )
+        case PackTransactions():
+            message.pack_transactions.CopyFrom(
+                pb.PackTransactions(first_tid=body.first_tid, last_tid=body.last_tid)
+            )
         case _:
             assert_never(body)
     return message.SerializeToString(deterministic=True)
@@ -197,6 +215,17 @@ def _decode_body(message: pb.Record) -> RecordBody:
         )
     if kind == "noop":
         return Noop()
+    if kind == "pack_objects":
+        pack = message.pack_objects
+        return PackObjects(
+            pack_tid=pack.pack_tid,
+            snapshot_tid=pack.snapshot_tid,
+            pruned=tuple(PrunedObject(p.oid, p.keep_tid) for p in pack.pruned),
+            removed=tuple(RemovedObject(r.oid, r.tid) for r in pack.removed),
+        )
+    if kind == "pack_transactions":
+        txns = message.pack_transactions
+        return PackTransactions(first_tid=txns.first_tid, last_tid=txns.last_tid)
     raise MalformedRecord("record has no body")
 
 
@@ -231,6 +260,16 @@ def encode_outcome(outcome: RecordedOutcome) -> bytes:
             message.rejected.reason = outcome.reason
         case NoopApplied():
             message.noop_applied.SetInParent()
+        case Packed():
+            message.packed.CopyFrom(
+                pb.Packed(
+                    states_removed=outcome.states_removed,
+                    objects_removed=outcome.objects_removed,
+                    objects_kept=outcome.objects_kept,
+                    transactions_packed=outcome.transactions_packed,
+                    transactions_removed=outcome.transactions_removed,
+                )
+            )
         case _:
             assert_never(outcome)
     return message.SerializeToString(deterministic=True)
@@ -267,4 +306,13 @@ def decode_outcome(data: bytes) -> RecordedOutcome:
         return Rejected(message.rejected.reason)
     if kind == "noop_applied":
         return NoopApplied()
+    if kind == "packed":
+        packed = message.packed
+        return Packed(
+            packed.states_removed,
+            packed.objects_removed,
+            packed.objects_kept,
+            packed.transactions_packed,
+            packed.transactions_removed,
+        )
     raise MalformedRecord("outcome has no kind")

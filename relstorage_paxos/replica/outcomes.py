@@ -89,6 +89,19 @@ class NoopApplied:
     """The Noop was applied: only the slot and the running hash moved."""
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """What a PackObjects or PackTransactions record removed, and what it kept."""
+
+    states_removed: int = 0
+    objects_removed: int = 0
+    objects_kept: int = 0
+    """Pruned or removed entries the applier refused: the object was written, locked or
+    referenced after the plan, or is gone."""
+    transactions_packed: int = 0
+    transactions_removed: int = 0
+
+
 RecordedOutcome = (
     Granted
     | Queued
@@ -100,6 +113,7 @@ RecordedOutcome = (
     | Allocated
     | Rejected
     | NoopApplied
+    | Packed
 )
 
 

@@ -233,6 +233,73 @@ class Noop:
     """A new leader's first record: it changes only the slot and the running hash."""
 
 
+def _check_tid(name: str, tid: int, ceiling: int = MAX_OID) -> None:
+    if not 0 < tid <= ceiling:
+        raise MalformedRecord(f"{name} {tid} outside 1..{ceiling}")
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedObject:
+    """History-preserving pack: remove the object's states older than ``keep_tid``, its
+    newest state at or before the pack tid."""
+
+    oid: int
+    keep_tid: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedObject:
+    """Remove the whole object, whose current tid was ``tid`` when the pack was planned."""
+
+    oid: int
+    tid: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackObjects:
+    """One batch of a pack, planned on a snapshot of the proposer's replica whose last tid
+    was ``snapshot_tid``; the applier re-validates every entry (see ``replica/packer.py``).
+    ``removed`` must hold every removed object that another one of them references (the
+    applier follows references only among them)."""
+
+    pack_tid: int
+    snapshot_tid: int
+    pruned: tuple[PrunedObject, ...] = ()
+    removed: tuple[RemovedObject, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_tid("snapshot_tid", self.snapshot_tid)
+        _check_tid("pack_tid", self.pack_tid, self.snapshot_tid)
+        pruned_oids = [p.oid for p in self.pruned]
+        removed_oids = [r.oid for r in self.removed]
+        _check_oids("pruned", tuple(pruned_oids))
+        _check_oids("removed", tuple(removed_oids))
+        if len(set(pruned_oids)) != len(pruned_oids):
+            raise MalformedRecord("an oid appears twice in pruned")
+        if len(set(removed_oids)) != len(removed_oids):
+            raise MalformedRecord("an oid appears twice in removed")
+        both = set(pruned_oids) & set(removed_oids)
+        if both:
+            raise MalformedRecord(f"oids both pruned and removed: {sorted(both)[:20]}")
+        for pruned in self.pruned:
+            _check_tid("keep_tid", pruned.keep_tid, self.pack_tid)
+        for removed in self.removed:
+            _check_tid("removed tid", removed.tid, self.pack_tid)
+
+
+@dataclass(frozen=True, slots=True)
+class PackTransactions:
+    """History-preserving pack, last step: mark the unpacked transactions with
+    ``first_tid <= tid <= last_tid`` packed and remove those left without object states."""
+
+    first_tid: int
+    last_tid: int
+
+    def __post_init__(self) -> None:
+        _check_tid("last_tid", self.last_tid)
+        _check_tid("first_tid", self.first_tid, self.last_tid)
+
+
 RecordBody = (
     LockObjects
     | CommitTxn
@@ -242,6 +309,8 @@ RecordBody = (
     | ExpireLeases
     | AllocateOids
     | Noop
+    | PackObjects
+    | PackTransactions
 )
 
 

@@ -142,10 +142,6 @@ class SkippingBuilderMixin:
     _default_make_test_class = _default_make_check_class
 
 
-PACK_REASON = (
-    "pack is not replicated yet: the adapter refuses it (NotReplicatedError from"
-    " open_for_pre_pack: it would change one replica only)"
-)
 SHARED_BLOB_REASON = (
     "shared-blob-dir true is refused by the adapter (SettingsError: a shared blob directory"
     " is not replicated); the Unshared* blob layers test blobs that travel in the log"
@@ -160,23 +156,6 @@ PAXOS_SKIPS: tuple[Skip, ...] = (
     *STOCK_SQLITE_SKIPS,
     # -- refused by the adapter, by design or not yet -------------------------------------
     Skip("*", SHARED_BLOB_REASON, ("apsw_Shared*",), kind="unsupported"),
-    Skip("checkPack*", PACK_REASON, kind="unsupported"),
-    Skip("checkRedundantPack", PACK_REASON, kind="unsupported"),
-    Skip("checkTransactionalUndoAfterPack*", PACK_REASON, kind="unsupported"),
-    Skip(
-        "checkNoConflictWhenDeletedNotInInPersistentCacheBeforeCP1", PACK_REASON, kind="unsupported"
-    ),
-    Skip("checkRestoreAcrossPack", PACK_REASON, ("*FromFileStorage",), kind="unsupported"),
-    Skip("test_packing_with_uncommitted_data_*", PACK_REASON, kind="unsupported"),
-    Skip(
-        "*", PACK_REASON, ("HistoryFreeTestPack", "HistoryPreservingTestPack"), kind="unsupported"
-    ),
-    Skip(
-        "checkImplementsIExternalGC",
-        "the history-preserving variant packs after deleteObject; " + PACK_REASON,
-        ("*HistoryPreserving*",),
-        kind="unsupported",
-    ),
     Skip("checkBackwardTimeTravelWith*RevertWhenStale", ZAP_REASON, kind="unsupported"),
     Skip(
         "check16MObject",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import pickle
 from collections.abc import Iterable
 
 import apsw
+from persistent.mapping import PersistentMapping
+from ZODB.utils import p64
 
 from relstorage_paxos.replica import (
     AllocateOids,
@@ -15,10 +19,14 @@ from relstorage_paxos.replica import (
     Noop,
     ObjectWrite,
     Outcome,
+    PackObjects,
+    PackTransactions,
     Proposal,
+    PrunedObject,
     Record,
     RecordBody,
     ReleaseTxn,
+    RemovedObject,
     RenewLeases,
     Replica,
     encode_record,
@@ -101,6 +109,47 @@ def allocate(request_id: bytes, node_id: int, count: int, min_oid: int = 0) -> P
 
 def noop(request_id: bytes) -> Proposal:
     return proposal(request_id, Noop())
+
+
+def pack_objects(
+    request_id: bytes,
+    pack_tid: int,
+    snapshot_tid: int,
+    pruned: Iterable[tuple[int, int]] = (),
+    removed: Iterable[tuple[int, int]] = (),
+) -> Proposal:
+    """``pruned`` are (oid, keep_tid); ``removed`` are (oid, planned current tid)."""
+    return proposal(
+        request_id,
+        PackObjects(
+            pack_tid,
+            snapshot_tid,
+            tuple(PrunedObject(oid, tid) for oid, tid in pruned),
+            tuple(RemovedObject(oid, tid) for oid, tid in removed),
+        ),
+    )
+
+
+def pack_transactions(request_id: bytes, first_tid: int, last_tid: int) -> Proposal:
+    return proposal(request_id, PackTransactions(first_tid, last_tid))
+
+
+class _Ref:
+    def __init__(self, oid: int) -> None:
+        self.oid = oid
+
+
+def pickled(*refs: int, value: int = 0) -> bytes:
+    """A ZODB object state (a PersistentMapping's, as ZODB pickles it) that refers to the
+    objects ``refs``; ``value`` makes states of one object differ."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, 3)
+    pickler.persistent_id = lambda obj: (  # type: ignore[method-assign]
+        (p64(obj.oid), None) if isinstance(obj, _Ref) else None
+    )
+    pickler.dump((PersistentMapping, None))
+    pickler.dump({"data": {"refs": [_Ref(oid) for oid in refs], "value": value}})
+    return buffer.getvalue()
 
 
 def current_tids(replica: Replica) -> dict[int, int]:

@@ -3,8 +3,9 @@ stopped and restarted along the way.
 
 Slots are generated against a reference replica (so commits mostly hold their locks and name
 current tids, and sometimes do not): conflicting and waiting locks, releases, expiries,
-commits with current and stale prev_tids, allocations, noops, garbage payloads and repeated
-request ids.
+commits with current and stale prev_tids (states that are pickles referring to other objects,
+or not), allocations, noops, pack records (pruning, removals validated against later commits,
+transactions), garbage payloads and repeated request ids.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from .helpers import (
     lock,
     noop,
     open_readonly,
+    pack_objects,
+    pack_transactions,
+    pickled,
     release,
     renew,
 )
@@ -53,6 +57,12 @@ KINDS = (
     "allocate",
     "noop",
     "garbage",
+    "pack",
+    "pack transactions",
+)
+STATES = st.one_of(
+    st.binary(max_size=6),
+    st.lists(st.sampled_from((0, *OIDS)), max_size=2).map(lambda refs: pickled(*refs)),
 )
 
 
@@ -83,7 +93,7 @@ def _commit(data: st.DataObject, view: _View, request_id: bytes) -> Proposal:
     for oid in oids:
         current = view.tids.get(oid, 0)
         prev_tid = data.draw(st.sampled_from([current, current, current + 1, max(current - 1, 0)]))
-        writes.append((oid, prev_tid, data.draw(st.none() | st.binary(max_size=6))))
+        writes.append((oid, prev_tid, data.draw(st.none() | STATES)))
     blobs = [
         (oid, b"blob%d" % oid)
         for oid, _, state in writes[:1]
@@ -94,6 +104,20 @@ def _commit(data: st.DataObject, view: _View, request_id: bytes) -> Proposal:
     # sometimes one already used.
     tid = data.draw(st.sampled_from([0, 0, view.last_tid + 1, view.last_tid]))
     return commit(request_id, txn, writes, timestamp_us=timestamp_us, blobs=blobs, tid=tid)
+
+
+def _pack(data: st.DataObject, view: _View, request_id: bytes) -> Proposal:
+    """A pack batch as a planner on some earlier snapshot might send it: tids current or
+    not, objects referenced or not, pruning a history-free replica refuses."""
+    tids = sorted({view.last_tid, *view.tids.values()})
+    snapshot_tid = data.draw(st.sampled_from(tids))
+    pack_tid = data.draw(st.sampled_from([t for t in tids if t <= snapshot_tid]))
+    oids = data.draw(st.lists(st.sampled_from(OIDS), max_size=4, unique=True))
+    split = data.draw(st.integers(0, len(oids)))
+    planned = {oid: min(view.tids.get(oid, pack_tid), pack_tid) for oid in oids}
+    pruned = [(oid, planned[oid]) for oid in oids[:split]]
+    removed = [(oid, planned[oid]) for oid in oids[split:]]
+    return pack_objects(request_id, pack_tid, snapshot_tid, pruned, removed)
 
 
 def _proposal(data: st.DataObject, view: _View) -> Proposal:
@@ -120,8 +144,13 @@ def _proposal(data: st.DataObject, view: _View) -> Proposal:
         node_id = data.draw(st.integers(1, 3))
         min_oid = data.draw(st.sampled_from([0, 0, 100, 10**6]))
         return allocate(request_id, node_id, data.draw(st.integers(1, 20)), min_oid)
-    if kind == "noop":
+    if kind == "noop" or (kind.startswith("pack") and not view.last_tid):
         return noop(request_id)
+    if kind == "pack":
+        return _pack(data, view, request_id)
+    if kind == "pack transactions":
+        last_tid = data.draw(st.sampled_from([view.last_tid, view.last_tid + 1]))
+        return pack_transactions(request_id, data.draw(st.integers(1, last_tid)), last_tid)
     return (request_id, data.draw(st.binary(max_size=8)))
 
 

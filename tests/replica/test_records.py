@@ -25,12 +25,17 @@ from relstorage_paxos.replica import (
     Noop,
     NoopApplied,
     ObjectWrite,
+    Packed,
+    PackObjects,
+    PackTransactions,
+    PrunedObject,
     Queued,
     Record,
     RecordedOutcome,
     Rejected,
     Released,
     ReleaseTxn,
+    RemovedObject,
     Renewed,
     RenewLeases,
     StaleWrite,
@@ -71,6 +76,21 @@ def commits(draw: st.DrawFn) -> CommitTxn:
     )
 
 
+@st.composite
+def packs(draw: st.DrawFn) -> PackObjects:
+    snapshot_tid = draw(st.integers(1, MAX_OID))
+    pack_tid = draw(st.integers(1, snapshot_tid))
+    tids = st.integers(1, pack_tid)
+    oid_list = draw(st.lists(oids, unique=True))
+    split = draw(st.integers(0, len(oid_list)))
+    return PackObjects(
+        pack_tid,
+        snapshot_tid,
+        tuple(PrunedObject(oid, draw(tids)) for oid in oid_list[:split]),
+        tuple(RemovedObject(oid, draw(tids)) for oid in oid_list[split:]),
+    )
+
+
 bodies = st.one_of(
     st.builds(
         LockObjects,
@@ -87,6 +107,10 @@ bodies = st.one_of(
     st.builds(ExpireLeases, int64),
     st.builds(AllocateOids, uint32, st.integers(1, 1 << 20), oids),
     st.just(Noop()),
+    packs(),
+    st.integers(1, MAX_OID).flatmap(
+        lambda last: st.builds(PackTransactions, st.integers(1, last), st.just(last))
+    ),
 )
 
 outcomes: st.SearchStrategy[RecordedOutcome] = st.one_of(
@@ -100,6 +124,7 @@ outcomes: st.SearchStrategy[RecordedOutcome] = st.one_of(
     st.builds(Allocated, oids, uint32),
     st.builds(Rejected, st.text()),
     st.just(NoopApplied()),
+    st.builds(Packed, oids, oids, oids, oids, oids),
 )
 
 
