@@ -67,12 +67,12 @@ SUITES: Final = {
             timeout_s=900,
             skips_table="PAXOS_SKIPS",
         ),
-        # Measured: 152 tests, 30 skipped (27 of them pack), ~170 s on a loaded machine.
+        # Measured: 152 tests, 3 skipped, ~170-210 s on a loaded machine.
         Suite(
             "paxos_3node",
             "tests.conformance.paxos_3node",
             min_tests=145,
-            min_passed=115,
+            min_passed=140,
             timeout_s=600,
             skips_table="PAXOS_SKIPS",
         ),
