@@ -24,17 +24,7 @@ from ZODB.POSException import ConflictError, ReadConflictError
 from relstorage_paxos.adapter.link import acquire, release
 from relstorage_paxos.errors import NodeUnavailableError
 from relstorage_paxos.replica import LockObjects, Record
-from tests.adapter.support import Item, assert_conflict_then_retry, make_node, open_db
-
-
-@pytest.fixture(params=[False, True], ids=["history-free", "history-preserving"])
-def keep_history(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, keep_history: bool) -> Path:
-    return make_node(tmp_path, keep_history=keep_history)
+from tests.adapter.support import Item, assert_conflict_then_retry, open_db
 
 
 @pytest.fixture

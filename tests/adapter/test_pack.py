@@ -33,11 +33,6 @@ ITEMS = 300
 REVISIONS = 3
 
 
-@pytest.fixture(params=[False, True], ids=["history-free", "history-preserving"])
-def keep_history(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
 @pytest.fixture
 def cluster(tmp_path: Path, keep_history: bool) -> Iterator[ProcessCluster]:
     with running_cluster(tmp_path / "cluster", 3, keep_history=keep_history) as running:

@@ -56,11 +56,6 @@ def make_source(tmp_path: Path) -> tuple[Path, Path, list[bytes]]:
     return path, blobs, tids
 
 
-@pytest.fixture(params=[False, True], ids=["history-free", "history-preserving"])
-def keep_history(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
 def current_records(path: Path, blobs: Path) -> dict[bytes, tuple[bytes, bytes, bytes | None]]:
     """{oid: (tid, state, blob content or None)} of every object now in the FileStorage."""
     source = FileStorage(str(path), blob_dir=str(blobs), read_only=True)
@@ -114,9 +109,10 @@ def check_destination(db: ZODB.DB, source_tids: list[bytes], keep_history: bool)
         assert u64(conn.root()["after"]._p_oid) > max(restored_oids)
 
 
-def test_zodbconvert_from_filestorage(tmp_path: Path, keep_history: bool) -> None:
-    source, source_blobs, tids = make_source(tmp_path)
-    data_dir = make_node(tmp_path, keep_history=keep_history)
+def _convert_config(
+    tmp_path: Path, source: Path, source_blobs: Path, data_dir: Path, keep_history: bool
+) -> Path:
+    """A zodbconvert configuration from the FileStorage ``source`` into the node."""
     config = tmp_path / "convert.conf"
     config.write_text(f"""
 %import relstorage_paxos
@@ -133,6 +129,13 @@ def test_zodbconvert_from_filestorage(tmp_path: Path, keep_history: bool) -> Non
   </paxos>
 </relstorage>
 """)
+    return config
+
+
+def test_zodbconvert_from_filestorage(tmp_path: Path, keep_history: bool) -> None:
+    source, source_blobs, tids = make_source(tmp_path)
+    data_dir = make_node(tmp_path, keep_history=keep_history)
+    config = _convert_config(tmp_path, source, source_blobs, data_dir, keep_history)
     zodbconvert.main(["zodbconvert", str(config)])
     db = open_db(
         data_dir,
@@ -180,22 +183,7 @@ def test_zodbconvert_incremental_after_a_full_copy(tmp_path: Path, keep_history:
     tids."""
     source, source_blobs, _ = make_source(tmp_path)
     data_dir = make_node(tmp_path, keep_history=keep_history)
-    config = tmp_path / "convert.conf"
-    config.write_text(f"""
-%import relstorage_paxos
-<filestorage source>
-  path {source}
-  blob-dir {source_blobs}
-</filestorage>
-<relstorage destination>
-  keep-history {"true" if keep_history else "false"}
-  blob-dir {tmp_path / "destination-blobs"}
-  <paxos>
-    data-dir {data_dir}
-    embedded true
-  </paxos>
-</relstorage>
-""")
+    config = _convert_config(tmp_path, source, source_blobs, data_dir, keep_history)
     zodbconvert.main(["zodbconvert", str(config)])
     write_steps(source, source_blobs, range(3, 6))
     zodbconvert.main(["zodbconvert", "--incremental", str(config)])

@@ -19,19 +19,9 @@ from ZODB.Connection import TransactionMetaData
 
 from relstorage_paxos.adapter.link import NodeLink, acquire, release
 from relstorage_paxos.replica import Granted, LockObjects, Record, ReleaseTxn
-from tests.adapter.support import Item, make_node, open_db
+from tests.adapter.support import Item, open_db
 
 HOLDER = b"someone-else"
-
-
-@pytest.fixture(params=[False, True], ids=["history-free", "history-preserving"])
-def keep_history(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, keep_history: bool) -> Path:
-    return make_node(tmp_path, keep_history=keep_history)
 
 
 @pytest.fixture
