@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!relstorage_paxos/pb/records.proto\x12\x18relstorage_paxos.records\"\x9a\x04\n\x06Record\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\x0c\x12=\n\x0clock_objects\x18\n \x01(\x0b\x32%.relstorage_paxos.records.LockObjectsH\x00\x12\x39\n\ncommit_txn\x18\x0b \x01(\x0b\x32#.relstorage_paxos.records.CommitTxnH\x00\x12;\n\x0brelease_txn\x18\x0c \x01(\x0b\x32$.relstorage_paxos.records.ReleaseTxnH\x00\x12?\n\rexpire_leases\x18\r \x01(\x0b\x32&.relstorage_paxos.records.ExpireLeasesH\x00\x12?\n\rallocate_oids\x18\x0e \x01(\x0b\x32&.relstorage_paxos.records.AllocateOidsH\x00\x12.\n\x04noop\x18\x0f \x01(\x0b\x32\x1e.relstorage_paxos.records.NoopH\x00\x12;\n\x0brestore_txn\x18\x10 \x01(\x0b\x32$.relstorage_paxos.records.RestoreTxnH\x00\x12=\n\x0crenew_leases\x18\x18 \x01(\x0b\x32%.relstorage_paxos.records.RenewLeasesH\x00\x42\x06\n\x04\x62ody\"\x87\x01\n\x0bLockObjects\x12\x0e\n\x06txn_id\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x12\n\nwrite_oids\x18\x03 \x03(\x04\x12\x19\n\x11read_current_oids\x18\x04 \x03(\x04\x12\x16\n\x0elease_until_us\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x61tabase\x18\x06 \x01(\x08\"J\n\x0bObjectWrite\x12\x0b\n\x03oid\x18\x01 \x01(\x04\x12\x10\n\x08prev_tid\x18\x02 \x01(\x04\x12\x12\n\x05state\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_state\"&\n\tBlobWrite\x12\x0b\n\x03oid\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xdf\x01\n\tCommitTxn\x12\x0e\n\x06txn_id\x18\x01 \x01(\x0c\x12\x14\n\x0ctimestamp_us\x18\x02 \x01(\x03\x12\x0c\n\x04user\x18\x03 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\x0c\x12\x11\n\textension\x18\x05 \x01(\x0c\x12\x35\n\x06writes\x18\x06 \x03(\x0b\x32%.relstorage_paxos.records.ObjectWrite\x12\x32\n\x05\x62lobs\x18\x07 \x03(\x0b\x32#.relstorage_paxos.records.BlobWrite\x12\x0b\n\x03tid\x18\x08 \x01(\x04\"H\n\x0eRestoredObject\x12\x0b\n\x03oid\x18\x01 \x01(\x04\x12\x12\n\x05state\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x0b\n\x03tid\x18\x03 \x01(\x04\x42\x08\n\x06_state\"\xde\x01\n\nRestoreTxn\x12\x0e\n\x06txn_id\x18\x01 \x01(\x0c\x12\x0b\n\x03tid\x18\x02 \x01(\x04\x12\x0c\n\x04user\x18\x03 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\x0c\x12\x11\n\textension\x18\x05 \x01(\x0c\x12\x0e\n\x06packed\x18\x06 \x01(\x08\x12\x39\n\x07objects\x18\x07 \x03(\x0b\x32(.relstorage_paxos.records.RestoredObject\x12\x32\n\x05\x62lobs\x18\x08 \x03(\x0b\x32#.relstorage_paxos.records.BlobWrite\"4\n\nReleaseTxn\x12\x0e\n\x06txn_id\x18\x01 \x01(\x0c\x12\x16\n\x0elease_until_us\x18\x02 \x01(\x03\"6\n\x0bRenewLeases\x12\x0f\n\x07txn_ids\x18\x01 \x03(\x0c\x12\x16\n\x0elease_until_us\x18\x02 \x01(\x03\"\x1e\n\x0c\x45xpireLeases\x12\x0e\n\x06now_us\x18\x01 \x01(\x03\"?\n\x0c\x41llocateOids\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0f\n\x07min_oid\x18\x03 \x01(\x04\"\x06\n\x04Noop\"\xc2\x04\n\x07Outcome\x12\x34\n\x07granted\x18\x01 \x01(\x0b\x32!.relstorage_paxos.records.GrantedH\x00\x12\x32\n\x06queued\x18\x02 \x01(\x0b\x32 .relstorage_paxos.records.QueuedH\x00\x12\x38\n\tcommitted\x18\x03 \x01(\x0b\x32#.relstorage_paxos.records.CommittedH\x00\x12\x36\n\x08\x63onflict\x18\x04 \x01(\x0b\x32\".relstorage_paxos.records.ConflictH\x00\x12\x36\n\x08released\x18\x05 \x01(\x0b\x32\".relstorage_paxos.records.ReleasedH\x00\x12\x34\n\x07\x65xpired\x18\x06 \x01(\x0b\x32!.relstorage_paxos.records.ExpiredH\x00\x12\x38\n\tallocated\x18\x07 \x01(\x0b\x32#.relstorage_paxos.records.AllocatedH\x00\x12\x36\n\x08rejected\x18\x08 \x01(\x0b\x32\".relstorage_paxos.records.RejectedH\x00\x12=\n\x0cnoop_applied\x18\t \x01(\x0b\x32%.relstorage_paxos.records.NoopAppliedH\x00\x12\x34\n\x07renewed\x18\x18 \x01(\x0b\x32!.relstorage_paxos.records.RenewedH\x00\x42\x06\n\x04kind\"\t\n\x07Granted\"\x08\n\x06Queued\"2\n\tCommitted\x12\x0b\n\x03tid\x18\x01 \x01(\x04\x12\x18\n\x10granted_requests\x18\x02 \x03(\x0c\"@\n\nStaleWrite\x12\x0b\n\x03oid\x18\x01 \x01(\x04\x12\x10\n\x08prev_tid\x18\x02 \x01(\x04\x12\x13\n\x0b\x63urrent_tid\x18\x03 \x01(\x04\"V\n\x08\x43onflict\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12:\n\x0cstale_writes\x18\x02 \x03(\x0b\x32$.relstorage_paxos.records.StaleWrite\"$\n\x08Released\x12\x18\n\x10granted_requests\x18\x01 \x03(\x0c\"\x18\n\x07Renewed\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"2\n\x07\x45xpired\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x18\n\x10granted_requests\x18\x02 \x03(\x0c\")\n\tAllocated\x12\r\n\x05start\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1a\n\x08Rejected\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\r\n\x0bNoopAppliedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!relstorage_paxos/pb/records.proto\x12\x18relstorage_paxos.records\"\x9a\x04\n\x06Record\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\x0c\x12=\n\x0clock_objects\x18\n \x01(\x0b\x32%.relstorage_paxos.records.LockObjectsH\x00\x12\x39\n\ncommit_txn\x18\x0b \x01(\x0b\x32#.relstorage_paxos.records.CommitTxnH\x00\x12;\n\x0brelease_txn\x18\x0c \x01(\x0b\x32$.relstorage_paxos.records.ReleaseTxnH\x00\x12?\n\rexpire_leases\x18\r \x01(\x0b\x32&.relstorage_paxos.records.ExpireLeasesH\x00\x12?\n\rallocate_oids\x18\x0e \x01(\x0b\x32&.relstorage_paxos.records.AllocateOidsH\x00\x12.\n\x04noop\x18\x0f \x01(\x0b\x32\x1e.relstorage_paxos.records.NoopH\x00\x12;\n\x0brestore_txn\x18\x10 \x01(\x0b\x32$.relstorage_paxos.records.RestoreTxnH\x00\x12=\n\x0crenew_leases\x18\x18 \x01(\x0b\x32%.relstorage_paxos.records.RenewLeasesH\x00\x42\x06\n\x04\x62ody\"\x87\x01\n\x0bLockObjects\x12\x0e\n\x06txn_id\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x12\n\nwrite_oids\x18\x03 \x03(\x04\x12\x19\n\x11read_current_oids\x18\x04 \x03(\x04\x12\x16\n\x0elease_until_us\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x61tabase\x18\x06 \x01(\x08\"J\n\x0bObjectWrite\x12\x0b\n\x03oid\x18\x01 \x01(\x04\x12\x10\n\x08prev_tid\x18\x02 \x01(\x04\x12\x12\n\x05state\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_state\"&\n\tBlobWrite\x12\x0b\n\x03oid\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xdf\x01\n\tCommitTxn\x12\x0e\n\x06txn_id\x18\x01 \x01(\x0c\x12\x14\n\x0ctimestamp_us\x18\x02 \x01(\x03\x12\x0c\n\x04user\x18\x03 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\x0c\x12\x11\n\textension\x18\x05 \x01(\x0c\x12\x35\n\x06writes\x18\x06 \x03(\x0b\x32%.relstorage_paxos.records.ObjectWrite\x12\x32\n\x05\x62lobs\x18\x07 \x03(\x0b\x32#.relstorage_paxos.records.BlobWrite\x12\x0b\n\x03tid\x18\x08 \x01(\x04\"H\n\x0eRestoredObject\x12\x0b\n\x03oid\x18\x01 \x01(\x04\x12\x12\n\x05state\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x0b\n\x03tid\x18\x03 \x01(\x04\x42\x08\n\x06_state\"\xde\x01\n\nRestoreTxn\x12\x0e\n\x06txn_id\x18\x01 \x01(\x0c\x12\x0b\n\x03tid\x18\x02 \x01(\x04\x12\x0c\n\x04user\x18\x03 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\x0c\x12\x11\n\textension\x18\x05 \x01(\x0c\x12\x0e\n\x06packed\x18\x06 \x01(\x08\x12\x39\n\x07objects\x18\x07 \x03(\x0b\x32(.relstorage_paxos.records.RestoredObject\x12\x32\n\x05\x62lobs\x18\x08 \x03(\x0b\x32#.relstorage_paxos.records.BlobWrite\"A\n\nReleaseTxn\x12\x0e\n\x06txn_id\x18\x01 \x01(\x0c\x12\x16\n\x0elease_until_us\x18\x02 \x01(\x03\x12\x0b\n\x03tid\x18\x03 \x01(\x04\"6\n\x0bRenewLeases\x12\x0f\n\x07txn_ids\x18\x01 \x03(\x0c\x12\x16\n\x0elease_until_us\x18\x02 \x01(\x03\"\x1e\n\x0c\x45xpireLeases\x12\x0e\n\x06now_us\x18\x01 \x01(\x03\"?\n\x0c\x41llocateOids\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0f\n\x07min_oid\x18\x03 \x01(\x04\"\x06\n\x04Noop\"\xc2\x04\n\x07Outcome\x12\x34\n\x07granted\x18\x01 \x01(\x0b\x32!.relstorage_paxos.records.GrantedH\x00\x12\x32\n\x06queued\x18\x02 \x01(\x0b\x32 .relstorage_paxos.records.QueuedH\x00\x12\x38\n\tcommitted\x18\x03 \x01(\x0b\x32#.relstorage_paxos.records.CommittedH\x00\x12\x36\n\x08\x63onflict\x18\x04 \x01(\x0b\x32\".relstorage_paxos.records.ConflictH\x00\x12\x36\n\x08released\x18\x05 \x01(\x0b\x32\".relstorage_paxos.records.ReleasedH\x00\x12\x34\n\x07\x65xpired\x18\x06 \x01(\x0b\x32!.relstorage_paxos.records.ExpiredH\x00\x12\x38\n\tallocated\x18\x07 \x01(\x0b\x32#.relstorage_paxos.records.AllocatedH\x00\x12\x36\n\x08rejected\x18\x08 \x01(\x0b\x32\".relstorage_paxos.records.RejectedH\x00\x12=\n\x0cnoop_applied\x18\t \x01(\x0b\x32%.relstorage_paxos.records.NoopAppliedH\x00\x12\x34\n\x07renewed\x18\x18 \x01(\x0b\x32!.relstorage_paxos.records.RenewedH\x00\x42\x06\n\x04kind\"\t\n\x07Granted\"\x08\n\x06Queued\"2\n\tCommitted\x12\x0b\n\x03tid\x18\x01 \x01(\x04\x12\x18\n\x10granted_requests\x18\x02 \x03(\x0c\"@\n\nStaleWrite\x12\x0b\n\x03oid\x18\x01 \x01(\x04\x12\x10\n\x08prev_tid\x18\x02 \x01(\x04\x12\x13\n\x0b\x63urrent_tid\x18\x03 \x01(\x04\"V\n\x08\x43onflict\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12:\n\x0cstale_writes\x18\x02 \x03(\x0b\x32$.relstorage_paxos.records.StaleWrite\"$\n\x08Released\x12\x18\n\x10granted_requests\x18\x01 \x03(\x0c\"\x18\n\x07Renewed\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"2\n\x07\x45xpired\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x18\n\x10granted_requests\x18\x02 \x03(\x0c\")\n\tAllocated\x12\r\n\x05start\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1a\n\x08Rejected\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\r\n\x0bNoopAppliedb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,37 +46,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTORETXN']._serialized_start=1159
   _globals['_RESTORETXN']._serialized_end=1381
   _globals['_RELEASETXN']._serialized_start=1383
-  _globals['_RELEASETXN']._serialized_end=1435
-  _globals['_RENEWLEASES']._serialized_start=1437
-  _globals['_RENEWLEASES']._serialized_end=1491
-  _globals['_EXPIRELEASES']._serialized_start=1493
-  _globals['_EXPIRELEASES']._serialized_end=1523
-  _globals['_ALLOCATEOIDS']._serialized_start=1525
-  _globals['_ALLOCATEOIDS']._serialized_end=1588
-  _globals['_NOOP']._serialized_start=1590
-  _globals['_NOOP']._serialized_end=1596
-  _globals['_OUTCOME']._serialized_start=1599
-  _globals['_OUTCOME']._serialized_end=2177
-  _globals['_GRANTED']._serialized_start=2179
-  _globals['_GRANTED']._serialized_end=2188
-  _globals['_QUEUED']._serialized_start=2190
-  _globals['_QUEUED']._serialized_end=2198
-  _globals['_COMMITTED']._serialized_start=2200
-  _globals['_COMMITTED']._serialized_end=2250
-  _globals['_STALEWRITE']._serialized_start=2252
-  _globals['_STALEWRITE']._serialized_end=2316
-  _globals['_CONFLICT']._serialized_start=2318
-  _globals['_CONFLICT']._serialized_end=2404
-  _globals['_RELEASED']._serialized_start=2406
-  _globals['_RELEASED']._serialized_end=2442
-  _globals['_RENEWED']._serialized_start=2444
-  _globals['_RENEWED']._serialized_end=2468
-  _globals['_EXPIRED']._serialized_start=2470
-  _globals['_EXPIRED']._serialized_end=2520
-  _globals['_ALLOCATED']._serialized_start=2522
-  _globals['_ALLOCATED']._serialized_end=2563
-  _globals['_REJECTED']._serialized_start=2565
-  _globals['_REJECTED']._serialized_end=2591
-  _globals['_NOOPAPPLIED']._serialized_start=2593
-  _globals['_NOOPAPPLIED']._serialized_end=2606
+  _globals['_RELEASETXN']._serialized_end=1448
+  _globals['_RENEWLEASES']._serialized_start=1450
+  _globals['_RENEWLEASES']._serialized_end=1504
+  _globals['_EXPIRELEASES']._serialized_start=1506
+  _globals['_EXPIRELEASES']._serialized_end=1536
+  _globals['_ALLOCATEOIDS']._serialized_start=1538
+  _globals['_ALLOCATEOIDS']._serialized_end=1601
+  _globals['_NOOP']._serialized_start=1603
+  _globals['_NOOP']._serialized_end=1609
+  _globals['_OUTCOME']._serialized_start=1612
+  _globals['_OUTCOME']._serialized_end=2190
+  _globals['_GRANTED']._serialized_start=2192
+  _globals['_GRANTED']._serialized_end=2201
+  _globals['_QUEUED']._serialized_start=2203
+  _globals['_QUEUED']._serialized_end=2211
+  _globals['_COMMITTED']._serialized_start=2213
+  _globals['_COMMITTED']._serialized_end=2263
+  _globals['_STALEWRITE']._serialized_start=2265
+  _globals['_STALEWRITE']._serialized_end=2329
+  _globals['_CONFLICT']._serialized_start=2331
+  _globals['_CONFLICT']._serialized_end=2417
+  _globals['_RELEASED']._serialized_start=2419
+  _globals['_RELEASED']._serialized_end=2455
+  _globals['_RENEWED']._serialized_start=2457
+  _globals['_RENEWED']._serialized_end=2481
+  _globals['_EXPIRED']._serialized_start=2483
+  _globals['_EXPIRED']._serialized_end=2533
+  _globals['_ALLOCATED']._serialized_start=2535
+  _globals['_ALLOCATED']._serialized_end=2576
+  _globals['_REJECTED']._serialized_start=2578
+  _globals['_REJECTED']._serialized_end=2604
+  _globals['_NOOPAPPLIED']._serialized_start=2606
+  _globals['_NOOPAPPLIED']._serialized_end=2619
 # @@protoc_insertion_point(module_scope)
