@@ -134,8 +134,8 @@ class ReplicaTooStaleError(PaxosTransientError):
 
 
 class NotReplicatedError(PaxosError):
-    """An operation the adapter cannot yet express as log records (pack, HP undo,
-    deleteObject, zap_all): it is refused, never run against one replica only."""
+    """An operation the adapter cannot express as log records (zap_all, committing at vote
+    with RELSTORAGE_LOCK_EARLY): it is refused, never run against one replica only."""
 
 
 class PackError(PaxosError):

@@ -27,9 +27,10 @@ from relstorage.adapters.sqlite.scriptrunner import (  # type: ignore[import-unt
 )
 from relstorage.options import Options  # type: ignore[import-untyped]
 from relstorage.storage.interfaces import VoteReadConflictError  # type: ignore[import-untyped]
+from ZODB.POSException import ConflictError
 from ZODB.utils import p64
 
-from relstorage_paxos.adapter import drivers, link
+from relstorage_paxos.adapter import dbapi, drivers, link
 from relstorage_paxos.adapter.components import (
     PaxosConnectionManager,
     PaxosHistoryFreePackUndo,
@@ -44,7 +45,7 @@ from relstorage_paxos.adapter.components import (
 )
 from relstorage_paxos.adapter.pack import PackProposer
 from relstorage_paxos.adapter.settings import AdapterSettings
-from relstorage_paxos.errors import HistoryModeMismatch, NotReplicatedError, SettingsError
+from relstorage_paxos.errors import HistoryModeMismatch, NotReplicatedError
 from relstorage_paxos.replica.schema import mode_name
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             barrier=barrier,
         )
         self.txncontrol = PaxosTransactionControl(
+            self.locker.writer,
             connmanager=self.connmanager,
             poller=self.poller,
             keep_history=self.keep_history,
@@ -202,6 +204,7 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
         see writes.py). A readCurrent OID already newer here fails before any lock."""
         self._fail_fast_on_moved_read_current(cursor, read_current_oids)
         self.locker.writer.lock(cursor, read_current_oids.keys())
+        cursor.connection.paxos_read_current = dict(read_current_oids)
         if cursor.connection.paxos_restore is not None:
             return []  # a restore overwrites what is there, as RelStorage's own restore does
         return self._composed_lock_objects_and_detect_conflicts(cursor, read_current_oids)
@@ -244,14 +247,21 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
         commit: bool = True,
         committing_tid_int: int | None = None,
         after_selecting_tid: Callable[[int], object] = lambda tid: None,
-    ) -> tuple[int, str]:
+    ) -> tuple[int, str | dbapi.Prepared]:
         """tpc_finish: propose CommitTxn (RestoreTxn for a restore, with its own tid; with
         the tid chosen under the database lock, if the transaction took it), wait for local
-        apply, return the tid."""
+        apply, return the tid.
+
+        ``commit`` false is tpc_vote of a transaction whose blobs go into a shared blob
+        directory (see ``_prepare``); RelStorage's other voting-time commit,
+        ``RELSTORAGE_LOCK_EARLY``, would commit at vote, which a later abort could not undo."""
         if not commit:
-            # Voting-time moves (RELSTORAGE_LOCK_EARLY, shared blob dirs) would commit at
-            # vote, which a later abort could not undo.
-            raise NotReplicatedError("committing at vote (RELSTORAGE_LOCK_EARLY)")
+            if not (self.options.shared_blob_dir and transaction_has_blobs):
+                raise NotReplicatedError(
+                    "committing at vote (RELSTORAGE_LOCK_EARLY): a commit in the log cannot"
+                    " be taken back by a later abort; unset RELSTORAGE_LOCK_EARLY"
+                )
+            return self._prepare(store_connection, ude, after_selecting_tid)
         cursor = store_connection.cursor
         if cursor.connection.paxos_restore is not None:
             tid = self.locker.writer.restore(cursor, committing_tid_int, *ude)
@@ -260,8 +270,43 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             tid = self.locker.writer.commit(cursor, *ude)
         after_selecting_tid(tid)
         self.txncontrol.commit_phase2(store_connection, "-", load_connection)
-        self.poller.after_commit()
         return tid, "-"
+
+    def _prepare(
+        self,
+        store_connection: Any,
+        ude: tuple[bytes, bytes, bytes],
+        after_selecting_tid: Callable[[int], object],
+    ) -> tuple[int, dbapi.Prepared]:
+        """tpc_vote with blobs and a shared blob directory: RelStorage moves the blob files
+        into the shared directory under the final tid now (``after_selecting_tid``), and
+        finish proposes the commit (``PaxosTransactionControl.commit_phase2``).
+
+        A tid is final only under the database lock (no other commit can take a tid while it
+        is held), so the transaction trades the object locks it voted with for it. Between
+        the release and the grant other commits may change what those locks protected:
+        RelStorage's checks run again under the database lock, and anything changed since
+        the vote's conflict resolution is a ConflictError (or ReadConflictError) here, at
+        vote, where it may still fail. From the grant to finish nothing else commits, so
+        finish cannot meet a conflict."""
+        cursor = store_connection.cursor
+        conn = cursor.connection
+        if conn.paxos_database_tid is None:
+            tid = self.locker.writer.lock_database(cursor)
+            conflicts = self._composed_lock_objects_and_detect_conflicts(
+                cursor, conn.paxos_read_current
+            )
+            if conflicts:
+                oid_int, committed_tid_int, voted_tid_int, _ = conflicts[0]
+                raise ConflictError(  # type: ignore[no-untyped-call]
+                    oid=p64(oid_int),
+                    serials=(p64(committed_tid_int), p64(voted_tid_int)),
+                )
+        else:  # held since undo() or deleteObject() (voting with RELSTORAGE_LOCK_EARLY)
+            tid = conn.paxos_database_tid
+        prepared = conn.paxos_prepared = dbapi.Prepared(tid, *ude)
+        after_selecting_tid(tid)
+        return tid, prepared
 
 
 def _check_options(node: link.NodeLink, options: Any) -> None:
@@ -271,9 +316,4 @@ def _check_options(node: link.NodeLink, options: Any) -> None:
             f"keep-history {str(keep_history).lower()}: node {node.node_id} at"
             f" {node.data_dir} is {mode_name(node.settings.keep_history)}; set keep-history"
             f" {str(node.settings.keep_history).lower()} (zodbconvert converts between modes)"
-        )
-    if options.blob_dir and options.shared_blob_dir:
-        raise SettingsError(
-            "shared-blob-dir true: a shared blob directory is not replicated; use"
-            " shared-blob-dir false (blobs then travel in the log)"
         )

@@ -104,6 +104,26 @@ class PaxosLocker(Sqlite3Locker):  # type: ignore[misc]
 
 
 class PaxosTransactionControl(Sqlite3TransactionControl):  # type: ignore[misc]
+    """Stock SQLite transaction control, plus the finish of a transaction prepared at vote
+    (blobs in a shared blob directory: ``PaxosAdapter._prepare``)."""
+
+    def __init__(self, writer: Writer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._writer = writer
+
+    def commit_phase2(self, store_connection: Any, txn: Any, load_connection: Any) -> None:
+        """End a commit: ``PaxosAdapter.lock_database_and_move`` calls it once its record is
+        applied, RelStorage's finish for a transaction prepared at vote (``txn`` is then the
+        ``Prepared`` marker), whose CommitTxn this proposes under the tid chosen at vote. The
+        blobs are in the shared directory already, so the record carries none."""
+        if isinstance(txn, dbapi.Prepared):
+            cursor = store_connection.cursor
+            assert txn is cursor.connection.paxos_prepared, (txn, cursor.connection.paxos_prepared)
+            tid = self._writer.commit(cursor, txn.user, txn.description, txn.extension)
+            assert tid == txn.tid, (tid, txn.tid)
+        super().commit_phase2(store_connection, txn, load_connection)
+        self.poller.after_commit()
+
     def add_transaction(
         self,
         cursor: dbapi.Cursor,

@@ -50,6 +50,17 @@ class Restoring(NamedTuple):
     each its own, not the transaction's; objects ``store()``d in it take the transaction's."""
 
 
+class Prepared(NamedTuple):
+    """A transaction voted with its tid chosen and its blobs moved into a shared blob
+    directory under it: what its finish proposes (``PaxosTransactionControl.commit_phase2``),
+    and RelStorage's ``prepared_txn`` marker for it."""
+
+    tid: int
+    user: bytes | str
+    description: bytes | str
+    extension: bytes
+
+
 class Warning(Exception):  # the DB-API name, shadowing the builtin on purpose
     pass
 
@@ -153,7 +164,16 @@ class Connection:
 
     paxos_database_tid: int | None = None
     """Set by the adapter on a store connection whose transaction holds the database lock:
-    the tid it chose, under which it commits (history-preserving undo and deleteObject)."""
+    the tid it chose, under which it commits (history-preserving undo and deleteObject, and
+    blobs moved into a shared blob directory at vote)."""
+
+    paxos_read_current: Mapping[int, int] = {}
+    """``{oid: tid}`` the transaction voted with readCurrent: checked again if it trades its
+    object locks for the database lock (a shared blob directory)."""
+
+    paxos_prepared: Prepared | None = None
+    """Set by the adapter on a store connection whose transaction voted with its blobs
+    moved into a shared blob directory: finish proposes its commit."""
 
     def __init__(self, db: apsw.Connection, path: str, isolation_level: str | None) -> None:
         self.db = db

@@ -24,10 +24,15 @@ The contract with the applier (relstorage_paxos.replica):
   tids follow every tid applied so far where readers could otherwise miss a change).
 - ``lock_database``: LockObjects for the whole database, for the paths that must know their
   tid before vote (history-preserving undo and deleteObject, as RelStorage's
-  ``lock_database_and_choose_next_tid``). Once it is granted and applied here nothing else
-  can commit, so the tid chosen from the local replica's last tid stays the next one; the
-  transaction's vote takes no object locks, and its CommitTxn carries that tid.
-- ``release``: ReleaseTxn, for an abort after a lock request (granted, waiting or unknown).
+  ``lock_database_and_choose_next_tid``; and a transaction moving blobs into a shared blob
+  directory at vote). Once it is granted and applied here nothing else can commit, so the
+  tid chosen from the local replica's last tid stays the next one; the transaction's vote
+  takes no object locks, and its CommitTxn carries that tid. A transaction that holds object
+  locks already gives them up first (a txn has one lock request at most, so none holds
+  while it waits), and must then check again what they protected.
+- ``release``: ReleaseTxn, for an abort after a lock request (granted, waiting or unknown);
+  a database lock holder's release burns the tid it chose, under which it may have written
+  blob files that RelStorage removes only after the release.
 
 Request ids are ``txn_id`` + a suffix per record, so a retry after ``OutcomeUnknownError``
 (a timeout or a leader change) is answered with the outcome already recorded, never applied
@@ -126,12 +131,13 @@ class Writer:
     def lock_database(self, cursor: dbapi.Cursor) -> int:
         """Take the database lock (once per transaction) and return the tid this
         transaction will commit under; raise ``UnableToLockRowsToModifyError`` if not
-        granted within the commit lock timeout."""
+        granted within the commit lock timeout. Object locks the transaction holds are
+        released first: what they protected may change before the grant."""
         conn = cursor.connection
         if conn.paxos_database_tid is not None:
             return conn.paxos_database_tid
-        if conn.paxos_txn_id is not None:  # a path that ended without releasing
-            self.release(conn)
+        if conn.paxos_txn_id is not None:  # object locks, or a path that ended without releasing
+            self._release_request(conn)
         self._take_locks(cursor, (), (), "the database lock")
         # A new read transaction, so the last tid read is the one as of the grant or later.
         conn.return_to_repeatable_read()
@@ -237,8 +243,7 @@ class Writer:
                 raise ConflictError(f"commit refused at finish: {outcome}")  # type: ignore[no-untyped-call]
             raise StorageError(f"commit of txn {txn_id.hex()} refused: {outcome}")
         conn.paxos_txn_id = None  # the record released the locks
-        conn.paxos_restore = None
-        conn.paxos_database_tid = None
+        self._forget_transaction(conn)
         return outcome
 
     def restore(
@@ -281,14 +286,24 @@ class Writer:
 
     def release(self, conn: dbapi.Connection) -> None:
         """Abort: drop the transaction's locks or its waiting request, if it made one."""
+        self._release_request(conn)
+        self._forget_transaction(conn)
+
+    @staticmethod
+    def _forget_transaction(conn: dbapi.Connection) -> None:
         conn.paxos_restore = None
         conn.paxos_database_tid = None
+        conn.paxos_prepared = None
+        conn.paxos_read_current = {}
+
+    def _release_request(self, conn: dbapi.Connection) -> None:
+        """Propose ReleaseTxn for the transaction's lock request, if it made one."""
         txn_id = conn.paxos_txn_id
         if txn_id is None:
             return
         conn.paxos_txn_id = None
         self._leases.drop(txn_id)
-        release = ReleaseTxn(txn_id, conn.paxos_lease_until_us)
+        release = ReleaseTxn(txn_id, conn.paxos_lease_until_us, conn.paxos_database_tid or 0)
         try:
             self._propose(txn_id + b"/release", release, RELEASE_TIMEOUT_S)
         except PaxosError as exc:

@@ -119,12 +119,14 @@ class RestoreTxn(_message.Message):
     def __init__(self, txn_id: _Optional[bytes] = ..., tid: _Optional[int] = ..., user: _Optional[bytes] = ..., description: _Optional[bytes] = ..., extension: _Optional[bytes] = ..., packed: _Optional[bool] = ..., objects: _Optional[_Iterable[_Union[RestoredObject, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobWrite, _Mapping]]] = ...) -> None: ...
 
 class ReleaseTxn(_message.Message):
-    __slots__ = ("txn_id", "lease_until_us")
+    __slots__ = ("txn_id", "lease_until_us", "tid")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_UNTIL_US_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
     txn_id: bytes
     lease_until_us: int
-    def __init__(self, txn_id: _Optional[bytes] = ..., lease_until_us: _Optional[int] = ...) -> None: ...
+    tid: int
+    def __init__(self, txn_id: _Optional[bytes] = ..., lease_until_us: _Optional[int] = ..., tid: _Optional[int] = ...) -> None: ...
 
 class RenewLeases(_message.Message):
     __slots__ = ("txn_ids", "lease_until_us")

@@ -252,8 +252,10 @@ class Replica:
 
     @property
     def last_tid(self) -> int:
-        """The tid of the last commit applied; 0 before the first. Kept in ``paxos_meta``
-        rather than read as ``max(tid)``, which HF empty commits and packs do not move up."""
+        """The tid of the last commit applied (or the later tid an aborted transaction
+        chose under the database lock, burnt by its ReleaseTxn); 0 before the first. Kept in
+        ``paxos_meta`` rather than read as ``max(tid)``, which HF empty commits and packs do
+        not move up. The next commit's tid is after it."""
         return self._meta.last_tid
 
     @property
@@ -359,7 +361,7 @@ class Replica:
             case RestoreTxn():
                 return self._restore_txn(slot, body, state)
             case ReleaseTxn():
-                return self._release_txn(slot, body)
+                return self._release_txn(slot, body, state)
             case RenewLeases():
                 return Renewed(self._locks.renew(body.txn_ids, body.lease_until_us))
             case ExpireLeases():
@@ -437,9 +439,15 @@ class Replica:
             return None
         return Conflict(f"txn {txn_id.hex()} holds no exclusive lock on oids {unlocked[:20]}")
 
-    def _release_txn(self, slot: int, release: ReleaseTxn) -> RecordedOutcome:
+    def _release_txn(self, slot: int, release: ReleaseTxn, state: _SlotState) -> RecordedOutcome:
         if not self._locks.has_request(release.txn_id) and release.lease_until_us:
             self._locks.remember_released(release.txn_id, release.lease_until_us)
+        if release.tid and self._locks.holds_database(release.txn_id):
+            # Burn the tid the txn chose: files written under it (a shared blob directory)
+            # are removed only after this release, so a later commit must not take it. A
+            # txn that lost the lock (its lease expired) burns nothing: another may hold
+            # the lock now and have chosen that very tid.
+            state.last_tid = max(state.last_tid, release.tid)
         return Released(self._release(slot, release.txn_id, "released"))
 
     def _refuse_restore(self, restore: RestoreTxn, last_tid: int) -> str | None:

@@ -55,7 +55,8 @@ from relstorage_paxos.replica.records import (
 RECORD_VERSION: Final = 3
 """The record format this code writes and applies; see records.proto on when to bump it.
 2: RestoreTxn. 3: database locks, deletes (ObjectWrite without state), CommitTxn.tid,
-ReleaseTxn.lease_until_us, RenewLeases, RestoredObject.tid, PackObjects, PackTransactions."""
+ReleaseTxn.lease_until_us and .tid, RenewLeases, RestoredObject.tid, PackObjects,
+PackTransactions."""
 
 
 def encode_record(record: Record) -> bytes:
@@ -113,6 +114,7 @@ def encode_record(record: Record) -> bytes:
         case ReleaseTxn():
             message.release_txn.txn_id = body.txn_id
             message.release_txn.lease_until_us = body.lease_until_us
+            message.release_txn.tid = body.tid
         case RenewLeases():
             message.renew_leases.txn_ids.extend(body.txn_ids)
             message.renew_leases.lease_until_us = body.lease_until_us
@@ -202,7 +204,9 @@ def _decode_body(message: pb.Record) -> RecordBody:
         )
     if kind == "release_txn":
         release = message.release_txn
-        return ReleaseTxn(txn_id=release.txn_id, lease_until_us=release.lease_until_us)
+        return ReleaseTxn(
+            txn_id=release.txn_id, lease_until_us=release.lease_until_us, tid=release.tid
+        )
     if kind == "renew_leases":
         renew = message.renew_leases
         return RenewLeases(txn_ids=tuple(renew.txn_ids), lease_until_us=renew.lease_until_us)

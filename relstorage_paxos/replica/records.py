@@ -180,13 +180,20 @@ class ReleaseTxn:
 
     ``lease_until_us``: the lease of the txn's lock request, if it made one. A request whose
     answer never came may still be chosen after this release; if none has been applied yet,
-    the txn is remembered as released until then, and a late request is refused."""
+    the txn is remembered as released until then, and a late request is refused.
+
+    ``tid``: 0, or the tid the txn chose under the database lock it holds. It may have
+    written files under that tid (RelStorage moves blobs into a shared blob directory at
+    vote, and removes them only after this release), so no later commit may take it: the
+    applier moves ``last_tid`` up to it."""
 
     txn_id: bytes
     lease_until_us: int = 0
+    tid: int = 0
 
     def __post_init__(self) -> None:
         _check_id("txn_id", self.txn_id)
+        _check_oids("tid", (self.tid,))
 
 
 @dataclass(frozen=True, slots=True)

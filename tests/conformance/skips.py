@@ -142,10 +142,6 @@ class SkippingBuilderMixin:
     _default_make_test_class = _default_make_check_class
 
 
-SHARED_BLOB_REASON = (
-    "shared-blob-dir true is refused by the adapter (SettingsError: a shared blob directory"
-    " is not replicated); the Unshared* blob layers test blobs that travel in the log"
-)
 ZAP_REASON = (
     "needs zap_all of a non-empty database (it simulates failover to a stale replica by"
     " zapping and restoring older transactions): a replicated database cannot be zapped,"
@@ -155,7 +151,6 @@ ZAP_REASON = (
 PAXOS_SKIPS: tuple[Skip, ...] = (
     *STOCK_SQLITE_SKIPS,
     # -- refused by the adapter, by design or not yet -------------------------------------
-    Skip("*", SHARED_BLOB_REASON, ("apsw_Shared*",), kind="unsupported"),
     Skip("checkBackwardTimeTravelWith*RevertWhenStale", ZAP_REASON, kind="unsupported"),
     Skip(
         "check16MObject",

@@ -91,8 +91,8 @@ def commit(
     )
 
 
-def release(request_id: bytes, txn_id: bytes, lease_until_us: int = 0) -> Proposal:
-    return proposal(request_id, ReleaseTxn(txn_id, lease_until_us))
+def release(request_id: bytes, txn_id: bytes, lease_until_us: int = 0, tid: int = 0) -> Proposal:
+    return proposal(request_id, ReleaseTxn(txn_id, lease_until_us, tid))
 
 
 def renew(request_id: bytes, txn_ids: Iterable[bytes], lease_until_us: int) -> Proposal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from relstorage_paxos.replica import Committed, Conflict, Granted, Queued, Rejected, Replica
 from relstorage_paxos.replica.locks import DATABASE
 
-from .helpers import apply, commit, current_tids, granted_locks, lock, release
+from .helpers import apply, commit, current_tids, expire, granted_locks, lock, release
 
 
 def _committed(outcome: object) -> int:
@@ -100,3 +100,32 @@ def test_deleting_a_changed_object_conflicts(replica: Replica) -> None:
     )
     assert isinstance(refused, Conflict)
     assert current_tids(replica) == {1: first}
+
+
+def test_releasing_the_database_lock_burns_the_tid_its_holder_chose(replica: Replica) -> None:
+    """The holder may have written files under its tid (a shared blob directory) that its
+    abort removes only after the release: no later commit may take that tid."""
+    first = _committed(
+        apply(replica, lock(b"l1", b"t1", write=[1]), commit(b"c1", b"t1", [(1, 0, b"a")]))[1]
+    )
+    apply(replica, lock(b"l2", b"db", database=True))
+    apply(replica, release(b"x2", b"db", tid=first + 1))
+    assert replica.last_tid == first + 1
+    outcomes = apply(
+        replica, lock(b"l3", b"t3", write=[1]), commit(b"c3", b"t3", [(1, first, b"b")])
+    )
+    assert _committed(outcomes[1]) == first + 2
+    assert current_tids(replica) == {1: first + 2}
+
+
+def test_a_release_without_the_database_lock_burns_nothing(replica: Replica) -> None:
+    """A holder whose lease expired may come back to release: by then another txn may hold
+    the lock and have chosen that same tid, which must stay free for its commit."""
+    apply(replica, lock(b"l1", b"old", database=True, lease_until_us=5))
+    apply(replica, expire(b"e1", 6))
+    apply(replica, lock(b"l2", b"new", database=True))
+    chosen = 10**15
+    apply(replica, release(b"x1", b"old", tid=chosen))
+    assert replica.last_tid == 0
+    (outcome,) = apply(replica, commit(b"c2", b"new", [(1, 0, b"a")], tid=chosen))
+    assert _committed(outcome) == chosen

@@ -134,7 +134,9 @@ def _proposal(data: st.DataObject, view: _View) -> Proposal:
         return _commit(data, view, request_id)
     if kind == "release":
         txn = data.draw(st.sampled_from(TXNS))
-        return release(request_id, txn, data.draw(st.sampled_from([0, 5, 11])))
+        # A database lock holder's release burns the tid it chose (right after the last).
+        tid = data.draw(st.sampled_from([0, 0, view.last_tid + 1]))
+        return release(request_id, txn, data.draw(st.sampled_from([0, 5, 11])), tid)
     if kind == "renew":
         txns = data.draw(st.lists(st.sampled_from(TXNS), min_size=1, max_size=2))
         return renew(request_id, txns, data.draw(st.integers(0, 12)))
