@@ -49,11 +49,14 @@ from relstorage_paxos.core.messages import (
     PreVoteReply,
     Promise,
     Proposal,
+    ProposalTooLarge,
     ReadIndexReply,
     ReadIndexRequest,
     SlotValue,
     Value,
-    value_size,
+    entry_size,
+    proposal_size,
+    split_by_size,
 )
 from relstorage_paxos.core.options import NodeOptions
 from relstorage_paxos.core.quorum import cannot_reach_majority, has_majority
@@ -91,7 +94,10 @@ class _Leadership:
 
     ballot: Ballot
     from_slot: int
-    promises: dict[int, Promise] = field(default_factory=dict)
+    promises: dict[int, tuple[Promise, ...]] = field(default_factory=dict)
+    """Complete promises: every part of each, by acceptor."""
+    promise_parts: dict[int, list[Promise]] = field(default_factory=dict)
+    """Parts of promises still incomplete, by acceptor."""
     rejections: set[int] = field(default_factory=set)
     next_slot: int = 0
     phase1_end: int = 0
@@ -177,7 +183,10 @@ class Node:
     def propose(self, request_id: bytes, payload: bytes) -> None:
         """Ask for a value to be chosen. The proposer learns the outcome when a chosen slot
         holding ``request_id`` reaches ``Ready.chosen``; retry with the same id after a
-        timeout."""
+        timeout. A payload over ``record_bytes_max`` raises ``ProposalTooLarge`` and changes
+        nothing."""
+        if len(payload) > self.options.record_bytes_max:
+            raise ProposalTooLarge(len(payload), self.options.record_bytes_max)
         self._accept_proposals((Proposal(request_id, payload),))
 
     def read_index(self, request_id: bytes) -> None:
@@ -379,7 +388,7 @@ class Node:
         self._election_elapsed = 0
         lead = _Leadership(ballot=ballot, from_slot=self.commit + 1)
         self._lead = lead
-        lead.promises[self.id] = self._make_promise(self.id, ballot, lead.from_slot)
+        lead.promises[self.id] = self._promise_parts(self.id, ballot, lead.from_slot)
         for peer in self.peers:
             self._send(Prepare(self.id, peer, ballot, lead.from_slot))
         self._maybe_win_phase1()
@@ -394,7 +403,8 @@ class Node:
             if self.role is not Role.FOLLOWER:
                 self._become_follower()
             self.leader = None
-        self._send(self._make_promise(m.src, m.ballot, m.from_slot))
+        for part in self._promise_parts(m.src, m.ballot, m.from_slot):
+            self._send(part)
 
     def _ignore_prepare(self, m: Prepare) -> str | None:
         self._see_ballot(m.ballot)
@@ -402,12 +412,23 @@ class Node:
             return f"promised {self.promised}"
         return None
 
-    def _make_promise(self, dst: int, ballot: Ballot, from_slot: int) -> Promise:
+    def _promise_parts(self, dst: int, ballot: Ballot, from_slot: int) -> tuple[Promise, ...]:
+        """Our promise, in as many parts as ``message_bytes_max`` needs (see ``Promise``)."""
         # Slots up to our commit are chosen: the leader catches them up instead of proposing.
         # Every entry above is reported, accepted or chosen, so the leader sees every value
         # that may have been chosen there (the promise quorum meets every accept quorum).
-        entries = tuple(self.log[s] for s in sorted(self.log) if s >= from_slot and s > self.commit)
-        return Promise(self.id, dst, ballot, True, self.promised, entries, self.commit)
+        entries = [self.log[s] for s in sorted(self.log) if s >= from_slot and s > self.commit]
+        runs = split_by_size(entries, lambda e: entry_size(e.value), self.options.message_bytes_max)
+        if len(runs) <= 1:
+            return (
+                Promise(self.id, dst, ballot, True, self.promised, tuple(entries), self.commit),
+            )
+        firsts = [from_slot, *(run[-1].slot + 1 for run in runs[:-1])]
+        lasts: list[int | None] = [*(run[-1].slot for run in runs[:-1]), None]
+        return tuple(
+            Promise(self.id, dst, ballot, True, self.promised, tuple(run), self.commit, f, last)
+            for run, f, last in zip(runs, firsts, lasts, strict=True)
+        )
 
     def on_promise(self, m: Promise) -> None:
         self._see_ballot(m.promised)
@@ -415,8 +436,13 @@ class Node:
         if self.role is not Role.CANDIDATE or lead is None or m.ballot != lead.ballot:
             return
         if m.ok:
-            lead.promises[m.src] = m
-            self._maybe_win_phase1()
+            if m.src in lead.promises:
+                return  # complete already: a duplicate part
+            parts = lead.promise_parts.setdefault(m.src, [])
+            parts.append(m)
+            if _covers(parts, lead.from_slot):
+                lead.promises[m.src] = tuple(lead.promise_parts.pop(m.src))
+                self._maybe_win_phase1()
             return
         if m.promised > lead.ballot:
             self._become_follower()
@@ -437,12 +463,13 @@ class Node:
         self._catch_up_peer = None
         lead.heard_from = set(lead.promises)
         # Our own commit may have moved on during phase 1 (catch-up, snapshot install).
-        known_commit = max(self.commit, *(p.commit for p in lead.promises.values()))
-        best_commit_peer = max(lead.promises.values(), key=lambda p: (p.commit, -p.src)).src
+        parts = [part for promise in lead.promises.values() for part in promise]
+        known_commit = max(self.commit, *(p.commit for p in parts))
+        best_commit_peer = max(parts, key=lambda p: (p.commit, -p.src)).src
         chosen: dict[int, Value] = {}
         highest: dict[int, LogEntry] = {}
-        for promise in lead.promises.values():
-            for entry in promise.entries:
+        for part in parts:
+            for entry in part.entries:
                 if entry.chosen:
                     chosen[entry.slot] = entry.value
                 else:
@@ -504,21 +531,37 @@ class Node:
     # ------------------------------------------------------------------ phase 2
 
     def on_forward(self, m: Forward) -> None:
-        self._accept_proposals(m.proposals)
+        limit = self.options.record_bytes_max
+        fitting = tuple(p for p in m.proposals if len(p.payload) <= limit)
+        if len(fitting) < len(m.proposals):
+            # Only a peer with a larger record_bytes_max sends these (a misconfiguration):
+            # taking them could make slots that this node's peers cannot receive.
+            logger.debug(
+                "node %d drops %d proposals over %d bytes from node %d",
+                self.id,
+                len(m.proposals) - len(fitting),
+                limit,
+                m.src,
+            )
+        self._accept_proposals(fitting)
 
     def _accept_proposals(self, proposals: tuple[Proposal, ...]) -> None:
         if self.role is not Role.LEADER and self.leader is not None:
-            self._send(Forward(self.id, self.leader, proposals))
+            self._send_forwards(self.leader, proposals)
             return
         self._queue.extend(proposals)
         while len(self._queue) > self.options.pending_proposals_max:
             self._queue.popleft()
 
+    def _send_forwards(self, leader: int, proposals: tuple[Proposal, ...]) -> None:
+        for run in split_by_size(proposals, proposal_size, self.options.message_bytes_max):
+            self._send(Forward(self.id, leader, tuple(run)))
+
     def _forward_pending(self) -> None:
         if self.leader is None or self.leader == self.id:
             return
         if self._queue:
-            self._send(Forward(self.id, self.leader, tuple(self._queue)))
+            self._send_forwards(self.leader, tuple(self._queue))
             self._queue.clear()
         if self._local_reads:
             self._send(ReadIndexRequest(self.id, self.leader, tuple(sorted(self._local_reads))))
@@ -537,11 +580,11 @@ class Node:
         new: list[SlotValue] = []
         while self._queue and self._window_open():
             batch = [self._queue.popleft()]
-            size = value_size(tuple(batch))
-            while self._queue and size + value_size((self._queue[0],)) <= (
+            size = proposal_size(batch[0])
+            while self._queue and size + proposal_size(self._queue[0]) <= (
                 self.options.batch_bytes_max
             ):
-                size += value_size((self._queue[0],))
+                size += proposal_size(self._queue[0])
                 batch.append(self._queue.popleft())
             slot = lead.next_slot
             lead.next_slot += 1
@@ -550,8 +593,16 @@ class Node:
         self._advance_commit()
         if new:
             for peer in self.peers:
-                self._send(Accept(self.id, peer, lead.ballot, tuple(new), self.commit))
+                self._send_accepts(lead, peer, new)
             lead.commit_sent = self.commit
+
+    def _send_accepts(self, lead: _Leadership, peer: int, entries: list[SlotValue]) -> None:
+        """Accept ``entries`` in as many messages as ``message_bytes_max`` needs."""
+        runs = split_by_size(
+            entries, lambda sv: entry_size(sv.value), self.options.message_bytes_max
+        )
+        for run in runs:
+            self._send(Accept(self.id, peer, lead.ballot, tuple(run), self.commit))
 
     def _announce_commit(self) -> None:
         """Tell followers at once when our commit moved, so a proposal made at a follower
@@ -579,13 +630,12 @@ class Node:
     def _send_accepts_all(self, lead: _Leadership, only_to: int | None = None) -> None:
         """(Re)send every slot in phase 2 that a peer has not acknowledged."""
         for peer in self.peers if only_to is None else (only_to,):
-            entries = tuple(
+            entries = [
                 SlotValue(s, self.log[s].value)
                 for s in sorted(lead.acks)
                 if peer not in lead.acks[s]
-            )
-            if entries:
-                self._send(Accept(self.id, peer, lead.ballot, entries, self.commit))
+            ]
+            self._send_accepts(lead, peer, entries)
 
     def on_accept(self, m: Accept) -> None:
         if reason := self._ignore_accept(m):
@@ -700,11 +750,18 @@ class Node:
         self._send(CatchUpRequest(self.id, peer, self.commit + 1))
 
     def on_catch_up_request(self, m: CatchUpRequest) -> None:
+        """Reply with the chosen slots from ``from_slot`` on, up to ``catchup_slots_max`` of
+        them and ``message_bytes_max`` (always one, however large); the requester asks again
+        for the rest as soon as a reply moves its commit."""
         entries: list[SlotValue] = []
+        size = 0
         slot = m.from_slot
         while slot <= self.commit and len(entries) < self.options.catchup_slots_max:
             entry = self.log.get(slot)
             if entry is None or not entry.chosen:
+                break
+            size += entry_size(entry.value)
+            if entries and size > self.options.message_bytes_max:
                 break
             entries.append(SlotValue(slot, entry.value))
             slot += 1
@@ -865,3 +922,15 @@ class Node:
 
     def _send(self, m: Message) -> None:
         self._out_messages.append(m)
+
+
+def _covers(parts: list[Promise], from_slot: int) -> bool:
+    """Whether the ranges of ``parts`` cover every slot from ``from_slot`` on."""
+    next_slot = from_slot
+    for part in sorted(parts, key=lambda p: p.first_slot):
+        if part.first_slot > next_slot:
+            return False
+        if part.last_slot is None:
+            return True
+        next_slot = max(next_slot, part.last_slot + 1)
+    return False

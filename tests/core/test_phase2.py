@@ -47,15 +47,16 @@ def test_window_opens_as_slots_are_chosen() -> None:
 
 
 def test_batching_packs_proposals_up_to_batch_bytes_max() -> None:
-    c = elected(batch_bytes_max=10)
-    c.propose_batch(1, [("b", b"1234"), ("c", b"1234"), ("d", b"1234")])  # 5 bytes each
+    c = elected(batch_bytes_max=42)
+    # 5 bytes each, plus PROPOSAL_OVERHEAD_BYTES (16): two fit in 42
+    c.propose_batch(1, [("b", b"1234"), ("c", b"1234"), ("d", b"1234")])
     assert accept_slots(c) == [1, 2]
     c.deliver()
     assert c.applied(1) == ["[b,c]", "[d]"]
 
 
 def test_oversized_proposal_gets_a_slot_of_its_own() -> None:
-    c = elected(batch_bytes_max=10)
+    c = elected(batch_bytes_max=42)
     c.propose_batch(1, [("e", b"1"), ("big", b"x" * 50), ("f", b"1"), ("g", b"1")])
     c.deliver()
     assert c.applied(1) == ["[e]", "[big]", "[f,g]"]
