@@ -101,15 +101,11 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             self.connmanager = PaxosConnectionManager(
                 driver, pragmas={}, path=str(node.replica_path), options=options
             )
+        writer = Writer(node, options.commit_lock_timeout, self.settings.lock_lease_s)
         if self.mover is None:
-            self.mover = PaxosObjectMover(driver, options=options)
+            self.mover = PaxosObjectMover(driver, options, writer)
         if self.locker is None:
-            self.locker = PaxosLocker(
-                options,
-                driver,
-                Sqlite3RowBatcher,
-                Writer(node, options.commit_lock_timeout, self.settings.lock_lease_s),
-            )
+            self.locker = PaxosLocker(options, driver, Sqlite3RowBatcher, writer)
         if not self.oidallocator:
             self.oidallocator = PaxosOIDAllocator(node, options.commit_lock_timeout)
         self.runner = Sqlite3ScriptRunner()

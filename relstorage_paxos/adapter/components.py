@@ -105,7 +105,12 @@ class PaxosTransactionControl(Sqlite3TransactionControl):  # type: ignore[misc]
 
 class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
     """The stock SQLite mover, except that restores go to the TEMP tables instead of the
-    replica: finish sends them to the log in a RestoreTxn."""
+    replica (finish sends them to the log in a RestoreTxn), and that a blob upload that takes
+    the transaction over ``max-record-bytes`` fails the vote (``Writer.check_size``)."""
+
+    def __init__(self, driver: Any, options: Any, writer: Writer) -> None:
+        super().__init__(driver, options=options)
+        self.writer = writer
 
     def restore(self, cursor: dbapi.Cursor, batcher: Any, oid: int, tid: int, data: Any) -> None:
         # temp_store.prev_tid means nothing to a restore; a NULL state is "no object".
@@ -116,6 +121,7 @@ class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
 
     def upload_blob(self, cursor: dbapi.Cursor, oid: int, tid: int | None, filename: str) -> None:
         super().upload_blob(cursor, oid, None, filename)
+        self.writer.check_size(cursor)
 
 
 class PaxosOIDAllocator:

@@ -21,6 +21,11 @@ The contract with the applier (relstorage_paxos.replica):
   zodbconvert): its own tid, no ``prev_tid`` (the applier checks the tid follows every tid
   applied so far, and the locks).
 - ``release``: ReleaseTxn, for an abort after a lock request (granted, waiting or unknown).
+- ``check_size``: a transaction whose objects and blobs alone are over the node's
+  ``max-record-bytes`` is refused at vote (``RecordTooLargeError``), before its locks and
+  after each blob upload, so that ZODB aborts it cleanly; the exact record is checked again
+  at finish by the Sequencer client (nothing is proposed; the abort that follows releases
+  the locks).
 
 Request ids are ``txn_id`` + a suffix per record, so a retry after ``OutcomeUnknownError``
 (a timeout or a leader change) is answered with the outcome already recorded, never applied
@@ -45,7 +50,12 @@ from ZODB.POSException import ConflictError, StorageError
 
 from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.link import NodeLink
-from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, PaxosError
+from relstorage_paxos.errors import (
+    NodeUnavailableError,
+    OutcomeUnknownError,
+    PaxosError,
+    RecordTooLargeError,
+)
 from relstorage_paxos.replica import (
     BlobWrite,
     Committed,
@@ -100,6 +110,7 @@ class Writer:
         read_oids = tuple(sorted(set(read_current_oids) - set(write_oids)))
         if not write_oids and not read_oids:
             return
+        self.check_size(cursor)
         txn_id = os.urandom(16)
         conn.paxos_txn_id = txn_id  # from here on, an abort must release
         lease_until_us = _now_us() + int((self._timeout_s + self._lease_s) * 1_000_000)
@@ -114,6 +125,19 @@ class Writer:
         if not isinstance(outcome, Granted):
             raise UnableToLockRowsToModifyError(f"object lock request refused: {outcome}")
         self._ensure_applied(cursor, slot)
+
+    def check_size(self, cursor: dbapi.Cursor) -> None:
+        """Raise ``RecordTooLargeError`` if the states and blobs the transaction has stored so
+        far are over ``max-record-bytes`` already: its CommitTxn, which holds them and a
+        little more, would be refused at finish."""
+        cursor.execute("SELECT COALESCE(SUM(LENGTH(state)), 0) FROM temp_store")
+        (state_bytes,) = cursor.fetchone()
+        cursor.execute("SELECT COALESCE(SUM(LENGTH(chunk)), 0) FROM temp_blob_chunk")
+        (blob_bytes,) = cursor.fetchone()
+        size = int(state_bytes) + int(blob_bytes)
+        limit = self._link.settings.max_record_bytes
+        if size > limit:
+            raise RecordTooLargeError.of("a transaction's objects and blobs", size, limit)
 
     def _ensure_applied(self, cursor: dbapi.Cursor, slot: int) -> None:
         """Make sure this process reads a replica that has applied ``slot`` (the node

@@ -24,8 +24,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from relstorage_paxos.core import Message, Node, NodeOptions, Ready, Role, SnapshotRequest
-from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError
+from relstorage_paxos.core import (
+    Message,
+    Node,
+    NodeOptions,
+    ProposalTooLarge,
+    Ready,
+    Role,
+    SnapshotRequest,
+)
+from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, RecordTooLargeError
 from relstorage_paxos.log.store import LogStore
 from relstorage_paxos.replica import Conflict, Outcome, Queued, RecordedOutcome, Replica
 from relstorage_paxos.runtime.clock import Clock
@@ -346,9 +354,13 @@ class NodeRuntime:
         if waiting is not None:
             waiting.futures.append(future)
             return
+        try:
+            self._core.propose(request_id, payload)
+        except ProposalTooLarge as exc:
+            future.set_exception(RecordTooLargeError.of("a record", exc.size, exc.limit))
+            return
         self._proposals[request_id] = _Waiting(payload, [future], self._ticks)
         self.metrics.proposals.inc()
-        self._core.propose(request_id, payload)
 
     def _read_index(self, future: Future[int]) -> None:
         self._read_counter += 1

@@ -197,12 +197,6 @@ PAXOS_SKIPS: tuple[Skip, ...] = (
         kind="unsupported",
     ),
     Skip("checkBackwardTimeTravelWith*RevertWhenStale", ZAP_REASON, kind="unsupported"),
-    Skip(
-        "check16MObject",
-        "a 16 MiB object makes a log record over the node's batch-bytes-max (4 MiB), which"
-        " the node rejects (RequestRejectedError); large records are not chunked yet",
-        kind="unsupported",
-    ),
     # -- adapter bugs found by this tier: fix, then drop the skip ---------------------------
     Skip(
         "checkConfigureViaZConfig",
