@@ -180,8 +180,11 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Leader liveness, learning of ``commit``, and the ReadIndex confirmation round
-    ``read_seq``."""
+    """Leader liveness and learning of ``commit``. ``read_seq`` numbers the leader's heartbeat
+    rounds in its ballot (the first is 1), and the reply echoes it: a reply to round ``n``
+    confirms ReadIndex rounds up to ``n`` (Raft thesis §6.4), and, since the transport
+    delivers one node's messages to another in order, shows which Accepts sent before round
+    ``n`` were lost (a reordering network only makes the leader resend one needlessly)."""
 
     src: int
     dst: int

@@ -12,6 +12,8 @@ from relstorage_paxos.core import (
     Accepted,
     CatchUpReply,
     Forward,
+    Heartbeat,
+    HeartbeatReply,
     Promise,
     Proposal,
     ProposalTooLarge,
@@ -85,9 +87,29 @@ def test_unacknowledged_slots_are_resent_within_the_budget(
     for r in "abc":
         c.propose(1, r, payload)
     c.drop(type=Accept)
-    c.tick(1, 2)  # a heartbeat resends every slot a peer has not acknowledged
+    c.tick(1, 2)
+    c.deliver(type=(Heartbeat, HeartbeatReply))  # answered after the Accepts: they were lost
     resent = c.pending_of(Accept, dst=2)
     assert [[sv.slot for sv in m.entries] for m in resent] == expected
+
+
+def test_an_acceptor_still_writing_a_large_value_gets_no_second_copy() -> None:
+    """Only a reply to a heartbeat sent after the Accept shows that it was lost; replies to
+    earlier ones, however many heartbeats pass, do not."""
+    c = elected()
+    c.tick(1, 2)
+    c.propose(1, "big", LARGE * 10)
+    for _ in range(5):
+        c.tick(1, 2)
+    first = c.pending_of(Heartbeat, dst=2)[0]
+    c.deliver(lambda m: m is first)  # sent before the Accept
+    c.deliver(type=HeartbeatReply)
+    copies = [m for m in c.pending_of(Accept, dst=2) if m.entries]
+    assert len(copies) == 1, len(copies)
+    c.deliver()
+    assert c.applied(2) == ["[big]"]
+    sent = [line for line in c.trace if line.startswith("1->2 Accept") and "1=[big]" in line]
+    assert len(sent) == 1, sent
 
 
 def test_a_proposal_over_record_bytes_max_is_refused_and_nothing_else_is_harmed() -> None:
