@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults["max_record_bytes"],
         metavar="BYTES",
         help="the largest transaction (objects and blobs) a commit may hold; the same on"
-        " every node (default: %(default)s, 64 MiB; at most 512 MiB)",
+        " every node (default: %(default)s, 64 MiB; at most 512 MiB; batch-bytes-max, 4 MiB,"
+        " is lowered to it if it is smaller)",
     )
 
     serve = sub.add_parser("serve", help="run a node until SIGTERM")
@@ -120,6 +121,7 @@ def _init(args: argparse.Namespace) -> int:
         tick_s=args.tick,
         election_timeout_s=args.election_timeout,
         heartbeat_interval_s=args.heartbeat_interval,
+        batch_bytes_max=min(config.DEFAULT_BATCH_BYTES_MAX, args.max_record_bytes),
         max_record_bytes=args.max_record_bytes,
     )
     init_data_dir(args.data_dir, settings)

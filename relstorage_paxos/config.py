@@ -26,6 +26,7 @@ LOCK_FILE = "node.pid"
 SNAPSHOT_DIR = "snapshots"
 
 MIB: Final = 1 << 20
+DEFAULT_BATCH_BYTES_MAX: Final = 4 * MIB
 MESSAGE_HEADROOM_BYTES: Final = MIB
 """What a gRPC message may hold beyond one record: the request id, the envelope, the entry's
 slot and ballot (a few hundred bytes), with room to spare."""
@@ -57,7 +58,7 @@ class NodeSettings:
     election_timeout_s: float = 1.0
     heartbeat_interval_s: float = 0.1
     pipeline_window_slots: int = 64
-    batch_bytes_max: int = 4 * MIB
+    batch_bytes_max: int = DEFAULT_BATCH_BYTES_MAX
     """Records are packed into one log slot up to this many bytes, and a peer message carries
     at most this many bytes of log entries; a larger record gets a slot and messages of its
     own."""

@@ -5,14 +5,16 @@ application on it reads both back."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 import transaction
 from ZODB.blob import Blob
 
+from relstorage_paxos import config
 from tests.adapter.support import Item, open_db
-from tests.integration.processes import running_cluster, wait_for
+from tests.integration.processes import CLI, running_cluster, wait_for
 
 MIB = 1 << 20
 OBJECT = b"a 16 byte string" * MIB
@@ -66,3 +68,22 @@ def test_a_16_mib_object_and_blob_commit_and_a_node_that_was_down_catches_up(
             conn.close()
         finally:
             reader.close()
+
+
+@pytest.mark.parametrize(
+    ("record_bytes", "batch_bytes"), [(256 * MIB, 4 * MIB), (MIB, MIB)], ids=["large", "small"]
+)
+def test_init_sets_max_record_bytes(tmp_path: Path, record_bytes: int, batch_bytes: int) -> None:
+    """A limit below the default batch-bytes-max lowers it too (a batch is at most a record)."""
+    subprocess.run(
+        [
+            *CLI,
+            *("init", "--data-dir", str(tmp_path), "--cluster-id", "c", "--node-id", "1"),
+            *("--member", "1=127.0.0.1:7101", "--history-free"),
+            *("--max-record-bytes", str(record_bytes)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    settings = config.load(tmp_path)
+    assert (settings.max_record_bytes, settings.batch_bytes_max) == (record_bytes, batch_bytes)
