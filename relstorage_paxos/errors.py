@@ -114,9 +114,9 @@ class RequestRejectedError(PaxosError):
 
 class RecordTooLargeError(RequestRejectedError):
     """A record (one transaction's objects and blobs, as committed) over the node's
-    ``max-record-bytes``. Refused before anything is proposed: the node, its other
-    proposals and the transaction's locks are unaffected. Not transient: the same
-    transaction is refused again until it is made smaller or the limit raised."""
+    ``max-record-bytes``. Refused before it is proposed: the node and its other proposals
+    are unaffected. Not transient: the same transaction is refused again until it is made
+    smaller or the limit raised."""
 
     @classmethod
     def of(cls, what: str, size: int, limit: int) -> RecordTooLargeError:
