@@ -239,3 +239,28 @@ def test_a_record_over_the_limit_is_refused_and_nothing_else_is_harmed(tmp_path:
         assert len(c.converged()) == 1
     finally:
         c.stop_all()
+
+
+@pytest.mark.parametrize(("every_bytes", "compacted"), [(300_000, True), (1 << 30, False)])
+def test_large_records_compact_the_log_long_before_compact_every_slots(
+    tmp_path: Path, every_bytes: int, compacted: bool
+) -> None:
+    """The core holds its whole log in memory: slots holding many bytes are compacted away
+    by size, keeping the newest ``compact_keep_bytes`` of them."""
+    options = RuntimeOptions(
+        tick_s=0.01, compact_every_bytes=every_bytes, compact_keep_bytes=150_000
+    )
+    c = Cluster(tmp_path, 3, options)
+    try:
+        for i in range(6):
+            write = ObjectWrite(i + 1, 0, bytes([i]) * 100_000)
+            c.propose(1, f"big{i}".encode(), CommitTxn(b"t", 1, b"", b"", b"", (write,), ()))
+        assert len(c.converged()) == 1
+        status = c.nodes[1].status
+        assert status.applied_slot == 6
+        if compacted:
+            assert status.truncated_slot >= 4, status  # one 100 kB slot is all 150 kB keep
+        else:
+            assert status.truncated_slot == 0, status
+    finally:
+        c.stop_all()
