@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults["heartbeat_interval_s"],
         metavar="SECONDS",
     )
+    init.add_argument(
+        "--max-record-bytes",
+        type=int,
+        default=defaults["max_record_bytes"],
+        metavar="BYTES",
+        help="the largest transaction (objects and blobs) a commit may hold; the same on"
+        " every node (default: %(default)s, 64 MiB; at most 512 MiB; batch-bytes-max, 4 MiB,"
+        " is lowered to it if it is smaller)",
+    )
 
     serve = sub.add_parser("serve", help="run a node until SIGTERM")
     serve.add_argument("--data-dir", type=Path, required=True)
@@ -112,6 +121,8 @@ def _init(args: argparse.Namespace) -> int:
         tick_s=args.tick,
         election_timeout_s=args.election_timeout,
         heartbeat_interval_s=args.heartbeat_interval,
+        batch_bytes_max=min(config.DEFAULT_BATCH_BYTES_MAX, args.max_record_bytes),
+        max_record_bytes=args.max_record_bytes,
     )
     init_data_dir(args.data_dir, settings)
     print(f"initialized node {args.node_id} of cluster {args.cluster_id} in {args.data_dir}")

@@ -13,7 +13,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from relstorage_paxos.core import NodeOptions
 from relstorage_paxos.errors import SettingsError
@@ -24,6 +24,16 @@ REPLICA_FILE = "replica.sqlite3"
 SOCKET_FILE = "sequencer.sock"
 LOCK_FILE = "node.pid"
 SNAPSHOT_DIR = "snapshots"
+
+MIB: Final = 1 << 20
+DEFAULT_BATCH_BYTES_MAX: Final = 4 * MIB
+MESSAGE_HEADROOM_BYTES: Final = MIB
+"""What a gRPC message may hold beyond one record: the request id, the envelope, the entry's
+slot and ballot (a few hundred bytes), with room to spare."""
+RECORD_BYTES_CEILING: Final = 512 * MIB
+"""The largest ``max-record-bytes`` accepted: a record is one row in the log and its largest
+object one row in the replica, and SQLite refuses rows over 10**9 bytes; protobuf refuses
+messages over 2 GiB; and a node holds a few copies of a record in memory while it travels."""
 
 _CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
@@ -48,8 +58,13 @@ class NodeSettings:
     election_timeout_s: float = 1.0
     heartbeat_interval_s: float = 0.1
     pipeline_window_slots: int = 64
-    batch_bytes_max: int = 4 << 20
-    max_message_bytes: int = 64 << 20
+    batch_bytes_max: int = DEFAULT_BATCH_BYTES_MAX
+    """Records are packed into one log slot up to this many bytes, and a peer message carries
+    at most this many bytes of log entries; a larger record gets a slot and messages of its
+    own."""
+    max_record_bytes: int = 64 * MIB
+    """The largest record (one transaction's objects and blobs, as committed) the node takes;
+    larger ones are refused with ``RecordTooLargeError``. Every member must have the same."""
     compact_every_slots: int = 10_000
     compact_keep_slots: int = 2_000
     extra: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +72,12 @@ class NodeSettings:
     @property
     def listen_address(self) -> str:
         return self.listen or self.members[self.node_id]
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The gRPC message limit of the peer and Sequencer services and their clients: one
+        record and its envelope fit."""
+        return self.max_record_bytes + MESSAGE_HEADROOM_BYTES
 
     def node_options(self) -> NodeOptions:
         """The core's options: the only place seconds become ticks."""
@@ -67,6 +88,8 @@ class NodeSettings:
             heartbeat_interval_ticks=_ticks(self.heartbeat_interval_s, self.tick_s),
             pipeline_window_slots=self.pipeline_window_slots,
             batch_bytes_max=self.batch_bytes_max,
+            message_bytes_max=self.batch_bytes_max,
+            record_bytes_max=self.max_record_bytes,
         )
 
 
@@ -114,13 +137,15 @@ def validate(settings: NodeSettings, source: str) -> NodeSettings:
     for key, value in (
         ("pipeline-window-slots", settings.pipeline_window_slots),
         ("batch-bytes-max", settings.batch_bytes_max),
-        ("max-message-bytes", settings.max_message_bytes),
+        ("max-record-bytes", settings.max_record_bytes),
         ("compact-every-slots", settings.compact_every_slots),
     ):
         if value < 1:
             raise bad(key, f"{value} is not a positive integer")
-    if settings.batch_bytes_max * 2 > settings.max_message_bytes:
-        raise bad("batch-bytes-max", "must be at most half of max-message-bytes")
+    if settings.max_record_bytes > RECORD_BYTES_CEILING:
+        raise bad("max-record-bytes", f"{settings.max_record_bytes} is over 512 MiB")
+    if settings.batch_bytes_max > settings.max_record_bytes:
+        raise bad("batch-bytes-max", "must not be over max-record-bytes")
     if not 0 <= settings.compact_keep_slots < settings.compact_every_slots:
         raise bad("compact-keep-slots", "must be below compact-every-slots")
     if settings.extra:
@@ -146,7 +171,7 @@ _KEYS = {
     "heartbeat-interval": ("heartbeat_interval_s", float),
     "pipeline-window-slots": ("pipeline_window_slots", int),
     "batch-bytes-max": ("batch_bytes_max", int),
-    "max-message-bytes": ("max_message_bytes", int),
+    "max-record-bytes": ("max_record_bytes", int),
     "compact-every-slots": ("compact_every_slots", int),
     "compact-keep-slots": ("compact_keep_slots", int),
 }

@@ -112,6 +112,21 @@ class RequestRejectedError(PaxosError):
     """The node refused a request it will never accept as sent (malformed, too large)."""
 
 
+class RecordTooLargeError(RequestRejectedError):
+    """A record (one transaction's objects and blobs, as committed) over the node's
+    ``max-record-bytes``. Refused before it is proposed: the node and its other proposals
+    are unaffected. Not transient: the same transaction is refused again until it is made
+    smaller or the limit raised."""
+
+    @classmethod
+    def of(cls, what: str, size: int, limit: int) -> RecordTooLargeError:
+        return cls(
+            f"{what} of {size} bytes ({size / (1 << 20):.1f} MiB) is over max-record-bytes"
+            f" ({limit} bytes): commit less in one transaction, or raise max-record-bytes"
+            " in the node.toml of every node (up to 512 MiB) and restart them"
+        )
+
+
 class WrongDestinationError(PeerMessageError):
     """A well-formed message from a member, addressed to another member: the sender's peer
     list maps that member's id to this node's address (a misconfiguration, or an address

@@ -157,7 +157,7 @@ class NodeServer:
                 max_message_bytes=s.max_message_bytes,
             )
             status_service = SequencerService(
-                self, record_bytes_max=s.batch_bytes_max, status_only=True
+                self, record_bytes_max=s.max_record_bytes, status_only=True
             )
             self.transport.add_service(lambda server: add_to_server(server, status_service))
             self.runtime = NodeRuntime(
@@ -195,7 +195,7 @@ class NodeServer:
         )
         add_to_server(
             server,
-            SequencerService(self, record_bytes_max=self.settings.batch_bytes_max),
+            SequencerService(self, record_bytes_max=self.settings.max_record_bytes),
         )
         self.socket_path.unlink(missing_ok=True)
         old_umask = os.umask(0o177)  # the socket is created 0600: local app processes only

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.sim.checkers import SimulationFailure
-from tests.sim.cluster import HARSH, SimConfig, Simulation
+from tests.sim.cluster import HARSH, SMALL_MESSAGES, SimConfig, Simulation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--fault-ticks", type=int, default=SimConfig.fault_ticks)
     parser.add_argument("--harsh", action="store_true", help="a three times busier nemesis")
+    parser.add_argument(
+        "--small-messages", action="store_true", help="cut nearly every message into parts"
+    )
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     events = deliveries = 0
@@ -37,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         extra = HARSH if args.harsh else {}
         sim = Simulation(
-            SimConfig(seed=seed, nodes=args.nodes, fault_ticks=args.fault_ticks, **extra)
+            SimConfig(
+                seed=seed,
+                nodes=args.nodes,
+                fault_ticks=args.fault_ticks,
+                options=dict(SMALL_MESSAGES) if args.small_messages else {},
+                **extra,
+            )
         )
         try:
             sim.run()

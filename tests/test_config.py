@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,20 @@ def test_round_trip_and_ticks(tmp_path: Path) -> None:
     assert loaded == GOOD
     options = loaded.node_options()
     assert options.election_timeout_ticks == 20 and options.heartbeat_interval_ticks == 2
+
+
+def test_record_limit_sets_the_core_and_the_message_limits(tmp_path: Path) -> None:
+    """One setting bounds a record; the gRPC limit leaves it room for its envelope, and a
+    peer message carries at most batch-bytes-max of entries unless one alone is larger."""
+    settings = dataclasses.replace(GOOD, max_record_bytes=16 << 20, batch_bytes_max=1 << 20)
+    init_data_dir(tmp_path / "n2", settings)
+    loaded = config.load(tmp_path / "n2")
+    assert "max-record-bytes = 16777216" in config.settings_path(tmp_path / "n2").read_text()
+    assert loaded.max_record_bytes == 16 << 20
+    assert loaded.max_message_bytes == (16 << 20) + config.MESSAGE_HEADROOM_BYTES
+    options = loaded.node_options()
+    assert options.record_bytes_max == 16 << 20
+    assert options.message_bytes_max == options.batch_bytes_max == 1 << 20
 
 
 def test_init_refuses_a_used_directory(tmp_path: Path) -> None:
@@ -61,6 +76,21 @@ def test_init_refuses_a_used_directory(tmp_path: Path) -> None:
             'cluster-id = "c"\nnode-id = 1\nkeep-history = true\ncolour = 3\n'
             '[members]\n1 = "h:1"\n',
             "colour",
+        ),
+        (
+            'cluster-id = "c"\nnode-id = 1\nkeep-history = true\nmax-record-bytes = 0\n'
+            '[members]\n1 = "h:1"\n',
+            "max-record-bytes: 0 is not a positive integer",
+        ),
+        (
+            'cluster-id = "c"\nnode-id = 1\nkeep-history = true\n'
+            'max-record-bytes = 1073741824\n[members]\n1 = "h:1"\n',
+            "max-record-bytes: 1073741824 is over 512 MiB",
+        ),
+        (
+            'cluster-id = "c"\nnode-id = 1\nkeep-history = true\nmax-record-bytes = 1048576\n'
+            '[members]\n1 = "h:1"\n',
+            "batch-bytes-max: must not be over max-record-bytes",
         ),
         ("cluster-id = \n", "unreadable"),
     ],

@@ -107,12 +107,12 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             self.connmanager = PaxosConnectionManager(
                 driver, pragmas={}, path=str(node.replica_path), options=options
             )
-        if self.mover is None:
-            self.mover = PaxosObjectMover(driver, options=options)
         if self.locker is None:
             self.locker = PaxosLocker(
                 options, driver, Sqlite3RowBatcher, node, self.settings.lock_lease_s
             )
+        if self.mover is None:
+            self.mover = PaxosObjectMover(driver, options, self.locker.writer)
         if not self.oidallocator:
             self.oidallocator = PaxosOIDAllocator(node, options.commit_lock_timeout)
         self.runner = Sqlite3ScriptRunner()

@@ -140,7 +140,12 @@ class PaxosTransactionControl(Sqlite3TransactionControl):  # type: ignore[misc]
 
 class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
     """The stock SQLite mover, except that restores go to the TEMP tables instead of the
-    replica: finish sends them to the log in a RestoreTxn."""
+    replica (finish sends them to the log in a RestoreTxn), and that a blob upload that takes
+    the transaction over ``max-record-bytes`` fails the vote (``Writer.check_size``)."""
+
+    def __init__(self, driver: Any, options: Any, writer: Writer) -> None:
+        super().__init__(driver, options=options)
+        self.writer = writer
 
     def restore(self, cursor: dbapi.Cursor, batcher: Any, oid: int, tid: int, data: Any) -> None:
         """``tid`` is the object's own (in a history-free copy, not the transaction's):
@@ -156,6 +161,7 @@ class PaxosObjectMover(Sqlite3ObjectMover):  # type: ignore[misc]
 
     def upload_blob(self, cursor: dbapi.Cursor, oid: int, tid: int | None, filename: str) -> None:
         super().upload_blob(cursor, oid, None, filename)
+        self.writer.check_size(cursor)
 
     def update_current(self, cursor: dbapi.Cursor, tid: int) -> None:
         """Undo calls it to move current pointers at once; the applier does that when the

@@ -47,6 +47,7 @@ class NodeLink:
         self.client = SequencerClient(
             f"unix:{data_dir / config.SOCKET_FILE}",
             self.settings.cluster_id,
+            max_record_bytes=self.settings.max_record_bytes,
             max_message_bytes=self.settings.max_message_bytes,
         )
         self._barrier = _CoalescedReadIndex(self.client)

@@ -33,6 +33,11 @@ The contract with the applier (relstorage_paxos.replica):
 - ``release``: ReleaseTxn, for an abort after a lock request (granted, waiting or unknown);
   a database lock holder's release burns the tid it chose, under which it may have written
   blob files that RelStorage removes only after the release.
+- ``check_size``: a transaction whose objects and blobs alone are over the node's
+  ``max-record-bytes`` is refused at vote (``RecordTooLargeError``), before its locks and
+  after each blob upload, so that ZODB aborts it cleanly; the exact record is checked again
+  at finish by the Sequencer client (nothing is proposed; the abort that follows releases
+  the locks).
 
 Request ids are ``txn_id`` + a suffix per record, so a retry after ``OutcomeUnknownError``
 (a timeout or a leader change) is answered with the outcome already recorded, never applied
@@ -58,7 +63,12 @@ from ZODB.POSException import ConflictError, StorageError
 from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.leases import LeaseKeeper, now_us
 from relstorage_paxos.adapter.link import NodeLink
-from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, PaxosError
+from relstorage_paxos.errors import (
+    NodeUnavailableError,
+    OutcomeUnknownError,
+    PaxosError,
+    RecordTooLargeError,
+)
 from relstorage_paxos.replica import (
     BlobWrite,
     Committed,
@@ -121,6 +131,7 @@ class Writer:
         read_oids = tuple(sorted(set(read_current_oids) - set(write_oids)))
         if not write_oids and not read_oids:
             return
+        self.check_size(cursor)
         self._take_locks(
             cursor,
             write_oids,
@@ -176,6 +187,19 @@ class Writer:
             raise UnableToLockRowsToModifyError(f"{what} refused: {outcome}")
         self._leases.hold(txn_id, lease_until_us)
         self._ensure_applied(cursor, slot)
+
+    def check_size(self, cursor: dbapi.Cursor) -> None:
+        """Raise ``RecordTooLargeError`` if the states and blobs the transaction has stored so
+        far are over ``max-record-bytes`` already: its CommitTxn, which holds them and a
+        little more, would be refused at finish."""
+        cursor.execute("SELECT COALESCE(SUM(LENGTH(state)), 0) FROM temp_store")
+        (state_bytes,) = cursor.fetchone()
+        cursor.execute("SELECT COALESCE(SUM(LENGTH(chunk)), 0) FROM temp_blob_chunk")
+        (blob_bytes,) = cursor.fetchone()
+        size = int(state_bytes) + int(blob_bytes)
+        limit = self._link.settings.max_record_bytes
+        if size > limit:
+            raise RecordTooLargeError.of("a transaction's objects and blobs", size, limit)
 
     def _ensure_applied(self, cursor: dbapi.Cursor, slot: int) -> None:
         """Make sure this process reads a replica that has applied ``slot`` (the node

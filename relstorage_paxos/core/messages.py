@@ -7,9 +7,13 @@ adds the cluster id.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final, TypeVar
 
 from relstorage_paxos.core.ballot import Ballot
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +30,60 @@ Value = tuple[Proposal, ...]
 
 NOOP: Value = ()
 
+PROPOSAL_OVERHEAD_BYTES: Final = 16
+"""What one proposal costs on the wire beyond its request id and payload: the tags and
+length prefixes of peer.proto's ``Proposal`` inside its parent (15 bytes at most for request
+ids under 16 KiB and payloads under 32 GiB), rounded up."""
+
+ENTRY_OVERHEAD_BYTES: Final = 48
+"""What one log entry (``SlotValue`` or ``LogEntry``) costs on the wire beyond its proposals:
+slot, ballot, chosen flag, tags and length prefixes (43 bytes at most), rounded up."""
+
+
+class ProposalTooLarge(ValueError):
+    """``Node.propose`` was handed a payload over ``NodeOptions.record_bytes_max``: it is
+    refused before anything is queued, and the node goes on as if it had not been called.
+    (The core imports nothing with effects, so the runtime maps this to the ZODB-rooted
+    ``errors.RecordTooLargeError``.)"""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a proposal of {size} bytes is over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+def proposal_size(proposal: Proposal) -> int:
+    """Bytes ``proposal`` takes on the wire, at most."""
+    return len(proposal.request_id) + len(proposal.payload) + PROPOSAL_OVERHEAD_BYTES
+
 
 def value_size(value: Value) -> int:
-    return sum(len(p.request_id) + len(p.payload) for p in value)
+    """Bytes the proposals of ``value`` take on the wire, at most (what batching counts)."""
+    return sum(proposal_size(p) for p in value)
+
+
+def entry_size(value: Value) -> int:
+    """Bytes one log entry holding ``value`` takes on the wire, at most (what the splitting
+    of entries into messages counts)."""
+    return value_size(value) + ENTRY_OVERHEAD_BYTES
+
+
+def split_by_size(items: Sequence[T], size: Callable[[T], int], budget: int) -> list[list[T]]:
+    """``items`` cut, in order, into runs whose sizes add up to at most ``budget`` bytes; an
+    item larger than ``budget`` forms a run of its own. No items, no runs."""
+    runs: list[list[T]] = []
+    run: list[T] = []
+    run_bytes = 0
+    for item in items:
+        item_bytes = size(item)
+        if run and run_bytes + item_bytes > budget:
+            runs.append(run)
+            run, run_bytes = [], 0
+        run.append(item)
+        run_bytes += item_bytes
+    if run:
+        runs.append(run)
+    return runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +136,14 @@ class Prepare:
 @dataclass(frozen=True, slots=True)
 class Promise:
     """Phase 1b. ``entries`` holds every entry from the prepare's ``from_slot`` on that is not
-    below ``commit``; slots up to ``commit`` are chosen and must be caught up, not re-proposed."""
+    below ``commit``; slots up to ``commit`` are chosen and must be caught up, not re-proposed.
+
+    A promise too large for one message travels in parts: each part reports every such entry
+    in slots ``first_slot`` through ``last_slot`` (``None``: to the end of the log), and the
+    parts cover the prepare's ``from_slot`` on without gaps. The defaults make one part that
+    covers everything. A candidate counts a promise once its parts cover every slot; each
+    part is true of its range when it was sent, so parts of two answers to the same prepare
+    (a duplicated one) may be combined, taking the highest ``commit``."""
 
     src: int
     dst: int
@@ -90,6 +152,8 @@ class Promise:
     promised: Ballot
     entries: tuple[LogEntry, ...]
     commit: int
+    first_slot: int = 0
+    last_slot: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +180,11 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Leader liveness, learning of ``commit``, and the ReadIndex confirmation round
-    ``read_seq``."""
+    """Leader liveness and learning of ``commit``. ``read_seq`` numbers the leader's heartbeat
+    rounds in its ballot (the first is 1), and the reply echoes it: a reply to round ``n``
+    confirms ReadIndex rounds up to ``n`` (Raft thesis §6.4), and, since the transport
+    delivers one node's messages to another in order, shows which Accepts sent before round
+    ``n`` were lost (a reordering network only makes the leader resend one needlessly)."""
 
     src: int
     dst: int

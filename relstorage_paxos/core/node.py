@@ -1,8 +1,10 @@
 """One Multi-Paxos node as a pure state machine: proposer, acceptor and learner in one.
 
 Owns: ballots, promises and accepted values per slot, leader election (pre-vote, leader
-stickiness, check-quorum), phase 1 over all open slots, pipelined and batched phase 2, no-op
-gap filling, learning and catch-up, ReadIndex, log truncation.
+stickiness, check-quorum), phase 1 over all open slots, pipelined and batched phase 2 (Accepts
+resent when a heartbeat reply shows them lost), no-op gap filling, learning and catch-up,
+ReadIndex, log truncation, and the size of messages: none carries more than
+``message_bytes_max`` of log entries unless one entry alone is larger (promises in parts).
 Must not import: anything with I/O, clocks, threads or global randomness (tests/test_tidy.py).
 Called by: one thread at a time (the runtime's loop, or the simulator); not thread-safe.
 
@@ -21,7 +23,8 @@ Safety rests on three facts, each asserted where it is used:
 
 A retried proposal may be chosen twice (a leader change can lose track of the first copy); the
 state machine applies each request id once (DESIGN.md §3, idempotence), so the core need not
-deduplicate.
+deduplicate. It drops only the retries it can tell are on their way already (``_holds``):
+with large records, each copy is a slot as large on every node.
 """
 
 from __future__ import annotations
@@ -49,11 +52,14 @@ from relstorage_paxos.core.messages import (
     PreVoteReply,
     Promise,
     Proposal,
+    ProposalTooLarge,
     ReadIndexReply,
     ReadIndexRequest,
     SlotValue,
     Value,
-    value_size,
+    entry_size,
+    proposal_size,
+    split_by_size,
 )
 from relstorage_paxos.core.options import NodeOptions
 from relstorage_paxos.core.quorum import cannot_reach_majority, has_majority
@@ -91,13 +97,20 @@ class _Leadership:
 
     ballot: Ballot
     from_slot: int
-    promises: dict[int, Promise] = field(default_factory=dict)
+    promises: dict[int, tuple[Promise, ...]] = field(default_factory=dict)
+    """Complete promises: every part of each, by acceptor."""
+    promise_parts: dict[int, list[Promise]] = field(default_factory=dict)
+    """Parts of promises still incomplete, by acceptor."""
     rejections: set[int] = field(default_factory=set)
     next_slot: int = 0
     phase1_end: int = 0
     acks: dict[int, set[int]] = field(default_factory=dict)
+    """Slots in phase 2, and who accepted each."""
+    sent_seq: dict[int, dict[int, int]] = field(default_factory=dict)
+    """Slots in phase 2: by peer, ``read_seq`` when the Accept last went to it."""
     heard_from: set[int] = field(default_factory=set)
     read_seq: int = 0
+    """The number of the last heartbeat round (see ``Heartbeat``)."""
     commit_sent: int = 0
     read_rounds: list[_ReadRound] = field(default_factory=list)
     reads_waiting: list[tuple[bytes, int]] = field(default_factory=list)
@@ -124,9 +137,12 @@ class Node:
         # Durable acceptor state (mirrors what the log store holds).
         self.promised: Ballot = state.promised
         self.truncated: int = state.truncated
-        self.log: dict[int, LogEntry] = {
-            e.slot: e for e in state.entries if e.slot > state.truncated
-        }
+        self.log: dict[int, LogEntry] = {}
+        self._logged: dict[bytes, int] = {}
+        """A slot of ``log`` holding each request id (see ``_holds``)."""
+        for entry in state.entries:
+            if entry.slot > state.truncated:
+                self._put(entry)
 
         # Learner state. Slots up to ``applied`` are in the state machine; a chosen mark lost
         # in a crash does not matter for them (they are chosen, and never served from here
@@ -152,6 +168,10 @@ class Node:
         self._pre_ballot = ZERO_BALLOT
 
         self._queue: deque[Proposal] = deque()
+        self._queued: set[bytes] = set()
+        """The request ids in ``_queue``."""
+        self._leader_ballot = ZERO_BALLOT
+        """The ballot ``leader`` last spoke in."""
         self._local_reads: set[bytes] = set()
 
         # Output accumulated for the next Ready.
@@ -177,7 +197,10 @@ class Node:
     def propose(self, request_id: bytes, payload: bytes) -> None:
         """Ask for a value to be chosen. The proposer learns the outcome when a chosen slot
         holding ``request_id`` reaches ``Ready.chosen``; retry with the same id after a
-        timeout."""
+        timeout. A payload over ``record_bytes_max`` raises ``ProposalTooLarge`` and changes
+        nothing."""
+        if len(payload) > self.options.record_bytes_max:
+            raise ProposalTooLarge(len(payload), self.options.record_bytes_max)
         self._accept_proposals((Proposal(request_id, payload),))
 
     def read_index(self, request_id: bytes) -> None:
@@ -379,7 +402,7 @@ class Node:
         self._election_elapsed = 0
         lead = _Leadership(ballot=ballot, from_slot=self.commit + 1)
         self._lead = lead
-        lead.promises[self.id] = self._make_promise(self.id, ballot, lead.from_slot)
+        lead.promises[self.id] = self._promise_parts(self.id, ballot, lead.from_slot)
         for peer in self.peers:
             self._send(Prepare(self.id, peer, ballot, lead.from_slot))
         self._maybe_win_phase1()
@@ -394,7 +417,8 @@ class Node:
             if self.role is not Role.FOLLOWER:
                 self._become_follower()
             self.leader = None
-        self._send(self._make_promise(m.src, m.ballot, m.from_slot))
+        for part in self._promise_parts(m.src, m.ballot, m.from_slot):
+            self._send(part)
 
     def _ignore_prepare(self, m: Prepare) -> str | None:
         self._see_ballot(m.ballot)
@@ -402,12 +426,23 @@ class Node:
             return f"promised {self.promised}"
         return None
 
-    def _make_promise(self, dst: int, ballot: Ballot, from_slot: int) -> Promise:
+    def _promise_parts(self, dst: int, ballot: Ballot, from_slot: int) -> tuple[Promise, ...]:
+        """Our promise, in as many parts as ``message_bytes_max`` needs (see ``Promise``)."""
         # Slots up to our commit are chosen: the leader catches them up instead of proposing.
         # Every entry above is reported, accepted or chosen, so the leader sees every value
         # that may have been chosen there (the promise quorum meets every accept quorum).
-        entries = tuple(self.log[s] for s in sorted(self.log) if s >= from_slot and s > self.commit)
-        return Promise(self.id, dst, ballot, True, self.promised, entries, self.commit)
+        entries = [self.log[s] for s in sorted(self.log) if s >= from_slot and s > self.commit]
+        runs = split_by_size(entries, lambda e: entry_size(e.value), self.options.message_bytes_max)
+        if len(runs) <= 1:
+            return (
+                Promise(self.id, dst, ballot, True, self.promised, tuple(entries), self.commit),
+            )
+        firsts = [from_slot, *(run[-1].slot + 1 for run in runs[:-1])]
+        lasts: list[int | None] = [*(run[-1].slot for run in runs[:-1]), None]
+        return tuple(
+            Promise(self.id, dst, ballot, True, self.promised, tuple(run), self.commit, f, last)
+            for run, f, last in zip(runs, firsts, lasts, strict=True)
+        )
 
     def on_promise(self, m: Promise) -> None:
         self._see_ballot(m.promised)
@@ -415,8 +450,13 @@ class Node:
         if self.role is not Role.CANDIDATE or lead is None or m.ballot != lead.ballot:
             return
         if m.ok:
-            lead.promises[m.src] = m
-            self._maybe_win_phase1()
+            if m.src in lead.promises:
+                return  # complete already: a duplicate part
+            parts = lead.promise_parts.setdefault(m.src, [])
+            parts.append(m)
+            if _covers(parts, lead.from_slot):
+                lead.promises[m.src] = tuple(lead.promise_parts.pop(m.src))
+                self._maybe_win_phase1()
             return
         if m.promised > lead.ballot:
             self._become_follower()
@@ -437,12 +477,13 @@ class Node:
         self._catch_up_peer = None
         lead.heard_from = set(lead.promises)
         # Our own commit may have moved on during phase 1 (catch-up, snapshot install).
-        known_commit = max(self.commit, *(p.commit for p in lead.promises.values()))
-        best_commit_peer = max(lead.promises.values(), key=lambda p: (p.commit, -p.src)).src
+        parts = [part for promise in lead.promises.values() for part in promise]
+        known_commit = max(self.commit, *(p.commit for p in parts))
+        best_commit_peer = max(parts, key=lambda p: (p.commit, -p.src)).src
         chosen: dict[int, Value] = {}
         highest: dict[int, LogEntry] = {}
-        for promise in lead.promises.values():
-            for entry in promise.entries:
+        for part in parts:
+            for entry in part.entries:
                 if entry.chosen:
                     chosen[entry.slot] = entry.value
                 else:
@@ -490,12 +531,13 @@ class Node:
     def _see_ballot(self, ballot: Ballot) -> None:
         self._max_round_seen = max(self._max_round_seen, ballot.round)
 
-    def _heard_from_leader(self, leader: int) -> None:
-        """A message in a ballot at least our promise came from ``leader``."""
+    def _heard_from_leader(self, leader: int, ballot: Ballot) -> None:
+        """A message in ``ballot``, at least our promise, came from ``leader``."""
         if self.role is not Role.FOLLOWER and leader != self.id:
             self._become_follower()
         first_contact = self.leader != leader
         self.leader = leader
+        self._leader_ballot = ballot
         self._ticks_since_leader = 0
         self._election_elapsed = 0
         if first_contact:
@@ -504,22 +546,71 @@ class Node:
     # ------------------------------------------------------------------ phase 2
 
     def on_forward(self, m: Forward) -> None:
-        self._accept_proposals(m.proposals)
+        limit = self.options.record_bytes_max
+        fitting = tuple(p for p in m.proposals if len(p.payload) <= limit)
+        if len(fitting) < len(m.proposals):
+            # Only a peer with a larger record_bytes_max sends these (a misconfiguration):
+            # taking them could make slots that this node's peers cannot receive.
+            logger.debug(
+                "node %d drops %d proposals over %d bytes from node %d",
+                self.id,
+                len(m.proposals) - len(fitting),
+                limit,
+                m.src,
+            )
+        self._accept_proposals(fitting)
 
     def _accept_proposals(self, proposals: tuple[Proposal, ...]) -> None:
+        """Queue ``proposals`` (as leader, or knowing none), or forward them to the leader;
+        drop the retries of requests on their way already (``_holds``)."""
+        fresh = tuple(p for p in proposals if not self._holds(p.request_id))
         if self.role is not Role.LEADER and self.leader is not None:
-            self._send(Forward(self.id, self.leader, proposals))
+            self._send_forwards(self.leader, fresh)
             return
-        self._queue.extend(proposals)
+        for proposal in fresh:
+            self._queue.append(proposal)
+            self._queued.add(proposal.request_id)
         while len(self._queue) > self.options.pending_proposals_max:
-            self._queue.popleft()
+            self._dequeue()
+
+    def _holds(self, request_id: bytes) -> bool:
+        """Whether ``request_id`` is on its way to be chosen already: queued here, or in our
+        log chosen, or accepted in the ballot of the current leader (ours, when we lead),
+        which resends it until it is chosen. Should that leader go, the next one has
+        another ballot, and the runtime's next retry of the request passes.
+
+        The runtime retries every proposal it has not seen applied for a while; a large
+        record can take longer than that, and each copy would cost another slot as large,
+        written and sent by every node."""
+        if request_id in self._queued:
+            return True
+        slot = self._logged.get(request_id)
+        if slot is None:
+            return False
+        entry = self.log[slot]
+        if entry.chosen:
+            return True
+        if self.role is Role.LEADER:
+            assert self._lead is not None
+            return entry.ballot == self._lead.ballot
+        return self.leader is not None and entry.ballot == self._leader_ballot
+
+    def _dequeue(self) -> Proposal:
+        proposal = self._queue.popleft()
+        self._queued.discard(proposal.request_id)
+        return proposal
+
+    def _send_forwards(self, leader: int, proposals: tuple[Proposal, ...]) -> None:
+        for run in split_by_size(proposals, proposal_size, self.options.message_bytes_max):
+            self._send(Forward(self.id, leader, tuple(run)))
 
     def _forward_pending(self) -> None:
         if self.leader is None or self.leader == self.id:
             return
         if self._queue:
-            self._send(Forward(self.id, self.leader, tuple(self._queue)))
+            self._send_forwards(self.leader, tuple(self._queue))
             self._queue.clear()
+            self._queued.clear()
         if self._local_reads:
             self._send(ReadIndexRequest(self.id, self.leader, tuple(sorted(self._local_reads))))
 
@@ -536,13 +627,13 @@ class Node:
         assert lead is not None
         new: list[SlotValue] = []
         while self._queue and self._window_open():
-            batch = [self._queue.popleft()]
-            size = value_size(tuple(batch))
-            while self._queue and size + value_size((self._queue[0],)) <= (
+            batch = [self._dequeue()]
+            size = proposal_size(batch[0])
+            while self._queue and size + proposal_size(self._queue[0]) <= (
                 self.options.batch_bytes_max
             ):
-                size += value_size((self._queue[0],))
-                batch.append(self._queue.popleft())
+                size += proposal_size(self._queue[0])
+                batch.append(self._dequeue())
             slot = lead.next_slot
             lead.next_slot += 1
             self._propose_in_slot(slot, tuple(batch))
@@ -550,8 +641,18 @@ class Node:
         self._advance_commit()
         if new:
             for peer in self.peers:
-                self._send(Accept(self.id, peer, lead.ballot, tuple(new), self.commit))
+                self._send_accepts(lead, peer, new)
             lead.commit_sent = self.commit
+
+    def _send_accepts(self, lead: _Leadership, peer: int, entries: list[SlotValue]) -> None:
+        """Accept ``entries`` in as many messages as ``message_bytes_max`` needs."""
+        runs = split_by_size(
+            entries, lambda sv: entry_size(sv.value), self.options.message_bytes_max
+        )
+        for run in runs:
+            self._send(Accept(self.id, peer, lead.ballot, tuple(run), self.commit))
+        for sv in entries:
+            lead.sent_seq[sv.slot][peer] = lead.read_seq
 
     def _announce_commit(self) -> None:
         """Tell followers at once when our commit moved, so a proposal made at a follower
@@ -574,18 +675,32 @@ class Node:
         assert existing is None or existing.ballot <= lead.ballot, (existing, lead.ballot)
         self._store(LogEntry(slot, lead.ballot, value, False), sync=True)
         lead.acks[slot] = {self.id}
+        lead.sent_seq[slot] = {}
         self._check_chosen(slot)
 
-    def _send_accepts_all(self, lead: _Leadership, only_to: int | None = None) -> None:
-        """(Re)send every slot in phase 2 that a peer has not acknowledged."""
-        for peer in self.peers if only_to is None else (only_to,):
-            entries = tuple(
+    def _send_accepts_all(self, lead: _Leadership) -> None:
+        """Send every slot in phase 2 to every peer that has not acknowledged it."""
+        for peer in self.peers:
+            entries = [
                 SlotValue(s, self.log[s].value)
                 for s in sorted(lead.acks)
                 if peer not in lead.acks[s]
-            )
-            if entries:
-                self._send(Accept(self.id, peer, lead.ballot, entries, self.commit))
+            ]
+            self._send_accepts(lead, peer, entries)
+
+    def _resend_accepts(self, lead: _Leadership, peer: int, read_seq: int) -> None:
+        """``peer`` answered heartbeat ``read_seq``: resend the slots it has not acknowledged
+        though their Accept went before that heartbeat. Messages between two nodes arrive in
+        order (the transport's stream; a reconnect may lose some), so the Accept or its
+        Accepted was lost. Slots sent since wait for the next reply: resending on a timer
+        instead would send a large value again and again while its acceptor still writes
+        it."""
+        entries = [
+            SlotValue(s, self.log[s].value)
+            for s in sorted(lead.acks)
+            if peer not in lead.acks[s] and lead.sent_seq[s].get(peer, 0) < read_seq
+        ]
+        self._send_accepts(lead, peer, entries)
 
     def on_accept(self, m: Accept) -> None:
         if reason := self._ignore_accept(m):
@@ -594,12 +709,14 @@ class Node:
             return
         if m.ballot > self.promised:
             self._set_promised(m.ballot)
-        self._heard_from_leader(m.src)
+        self._heard_from_leader(m.src, m.ballot)
         for sv in m.entries:
             existing = self.log.get(sv.slot)
             if sv.slot <= self.truncated or (existing is not None and existing.chosen):
                 assert existing is None or existing.value == sv.value, (sv.slot, existing)
                 continue
+            if existing is not None and existing.ballot == m.ballot and existing.value == sv.value:
+                continue  # a resend: durable already (accepted values are stored with sync)
             self._store(LogEntry(sv.slot, m.ballot, sv.value, False), sync=True)
         if m.entries:  # an Accept without entries only announces the leader's commit
             slots = tuple(e.slot for e in m.entries)
@@ -635,7 +752,6 @@ class Node:
         lead = self._lead
         assert lead is not None
         if has_majority(lead.acks[slot], self.members):
-            del lead.acks[slot]
             self._learn_chosen(slot, self.log[slot].value, lead.ballot)
 
     # ------------------------------------------------------------------ learning
@@ -661,6 +777,7 @@ class Node:
         self._store(LogEntry(slot, ballot, value, True), sync=False)
         if self._lead is not None:
             self._lead.acks.pop(slot, None)
+            self._lead.sent_seq.pop(slot, None)
 
     def _advance_commit(self) -> None:
         while (entry := self.log.get(self.commit + 1)) is not None and entry.chosen:
@@ -700,11 +817,18 @@ class Node:
         self._send(CatchUpRequest(self.id, peer, self.commit + 1))
 
     def on_catch_up_request(self, m: CatchUpRequest) -> None:
+        """Reply with the chosen slots from ``from_slot`` on, up to ``catchup_slots_max`` of
+        them and ``message_bytes_max`` (always one, however large); the requester asks again
+        for the rest as soon as a reply moves its commit."""
         entries: list[SlotValue] = []
+        size = 0
         slot = m.from_slot
         while slot <= self.commit and len(entries) < self.options.catchup_slots_max:
             entry = self.log.get(slot)
             if entry is None or not entry.chosen:
+                break
+            size += entry_size(entry.value)
+            if entries and size > self.options.message_bytes_max:
                 break
             entries.append(SlotValue(slot, entry.value))
             slot += 1
@@ -748,12 +872,12 @@ class Node:
             lead.heard_from = set()
         if self._heartbeat_elapsed >= self.options.heartbeat_interval_ticks:
             self._heartbeat_elapsed = 0
-            self._send_accepts_all(lead)
             self._broadcast_heartbeat()
 
     def _broadcast_heartbeat(self) -> None:
         lead = self._lead
         assert lead is not None
+        lead.read_seq += 1
         for peer in self.peers:
             self._send(Heartbeat(self.id, peer, lead.ballot, self.commit, lead.read_seq))
         lead.commit_sent = self.commit
@@ -763,7 +887,7 @@ class Node:
         if m.ballot < self.promised:
             self._send(HeartbeatReply(self.id, m.src, m.ballot, False, self.promised, m.read_seq))
             return
-        self._heard_from_leader(m.src)
+        self._heard_from_leader(m.src, m.ballot)
         self._send(HeartbeatReply(self.id, m.src, m.ballot, True, self.promised, m.read_seq))
         self._learn_commit(m.src, m.ballot, m.commit)
 
@@ -782,6 +906,7 @@ class Node:
         for rnd in lead.read_rounds:
             if rnd.seq <= m.read_seq:
                 rnd.acks.add(m.src)
+        self._resend_accepts(lead, m.src, m.read_seq)
         self._answer_reads()
 
     # ------------------------------------------------------------------ ReadIndex
@@ -852,16 +977,42 @@ class Node:
 
     def _store(self, entry: LogEntry, sync: bool) -> None:
         assert entry.slot > self.truncated, (entry.slot, self.truncated)
-        self.log[entry.slot] = entry
+        self._put(entry)
         self._out_entries[entry.slot] = entry
         self._out_sync = self._out_sync or sync
 
     def _truncate(self, upto_slot: int) -> None:
         for slot in [s for s in self.log if s <= upto_slot]:
-            del self.log[slot]
+            self._forget(slot)
             self._out_entries.pop(slot, None)
         self.truncated = upto_slot
         self._out_truncated = True
 
+    def _put(self, entry: LogEntry) -> None:
+        """``entry`` into ``log``, keeping ``_logged`` in step."""
+        old = self.log.get(entry.slot)
+        if old is not None and old.value is not entry.value:
+            self._forget(entry.slot)
+        self.log[entry.slot] = entry
+        for proposal in entry.value:
+            self._logged[proposal.request_id] = entry.slot
+
+    def _forget(self, slot: int) -> None:
+        for proposal in self.log.pop(slot).value:
+            if self._logged.get(proposal.request_id) == slot:
+                del self._logged[proposal.request_id]
+
     def _send(self, m: Message) -> None:
         self._out_messages.append(m)
+
+
+def _covers(parts: list[Promise], from_slot: int) -> bool:
+    """Whether the ranges of ``parts`` cover every slot from ``from_slot`` on."""
+    next_slot = from_slot
+    for part in sorted(parts, key=lambda p: p.first_slot):
+        if part.first_slot > next_slot:
+            return False
+        if part.last_slot is None:
+            return True
+        next_slot = max(next_slot, part.last_slot + 1)
+    return False

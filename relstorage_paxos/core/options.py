@@ -16,9 +16,16 @@ class NodeOptions:
     pipeline_window_slots: int = 64
     """Slots a leader keeps in phase 2 at once."""
     batch_bytes_max: int = 1 << 20
-    """Proposals are packed into one slot up to this many bytes (one proposal always fits)."""
+    """Proposals are packed into one slot up to this many bytes (``value_size``); a larger
+    proposal gets a slot of its own."""
+    message_bytes_max: int = 4 << 20
+    """Log entries one message (Accept, Promise, CatchUpReply, Forward) carries at most, in
+    ``entry_size`` bytes, so that messages stay within the transport's limit; an entry larger
+    than this travels alone."""
+    record_bytes_max: int = 64 << 20
+    """The largest payload ``propose`` takes; larger ones raise ``ProposalTooLarge``."""
     catchup_slots_max: int = 256
-    """Chosen slots per catch-up reply."""
+    """Chosen slots per catch-up reply (fewer when they hold over ``message_bytes_max``)."""
     pending_proposals_max: int = 100_000
     """Proposals a node holds while it knows no leader; older ones are dropped first (clients
     retry those whose fate they do not learn)."""
@@ -31,4 +38,6 @@ class NodeOptions:
         )
         assert self.pipeline_window_slots >= 1, self.pipeline_window_slots
         assert self.batch_bytes_max >= 1, self.batch_bytes_max
+        assert self.message_bytes_max >= 1, self.message_bytes_max
+        assert self.record_bytes_max >= 1, self.record_bytes_max
         assert self.catchup_slots_max >= 1, self.catchup_slots_max

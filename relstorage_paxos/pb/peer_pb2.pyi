@@ -79,7 +79,7 @@ class Prepare(_message.Message):
     def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., from_slot: _Optional[int] = ...) -> None: ...
 
 class Promise(_message.Message):
-    __slots__ = ("src", "dst", "ballot", "ok", "promised", "entries", "commit")
+    __slots__ = ("src", "dst", "ballot", "ok", "promised", "entries", "commit", "first_slot", "last_slot")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     BALLOT_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,8 @@ class Promise(_message.Message):
     PROMISED_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SLOT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SLOT_FIELD_NUMBER: _ClassVar[int]
     src: int
     dst: int
     ballot: Ballot
@@ -94,7 +96,9 @@ class Promise(_message.Message):
     promised: Ballot
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
     commit: int
-    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., commit: _Optional[int] = ...) -> None: ...
+    first_slot: int
+    last_slot: int
+    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., commit: _Optional[int] = ..., first_slot: _Optional[int] = ..., last_slot: _Optional[int] = ...) -> None: ...
 
 class Accept(_message.Message):
     __slots__ = ("src", "dst", "ballot", "entries", "commit")

@@ -19,13 +19,22 @@ import logging
 import queue
 import random
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from relstorage_paxos.core import Message, Node, NodeOptions, Ready, Role, SnapshotRequest
-from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError
+from relstorage_paxos.core import (
+    Message,
+    Node,
+    NodeOptions,
+    ProposalTooLarge,
+    Ready,
+    Role,
+    SnapshotRequest,
+)
+from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, RecordTooLargeError
 from relstorage_paxos.log.store import LogStore
 from relstorage_paxos.replica import Conflict, Outcome, Queued, RecordedOutcome, Replica
 from relstorage_paxos.runtime.clock import Clock
@@ -49,6 +58,13 @@ class RuntimeOptions:
     compact_keep_slots: int = 2_000
     """Slots kept in the log behind the replica, so that briefly lagging peers catch up from
     the log instead of a snapshot."""
+    compact_every_bytes: int = 1 << 30
+    """Compact too once the applied slots still in the log hold this many bytes: the core
+    keeps its whole log in memory, and large records would fill it long before
+    ``compact_every_slots``."""
+    compact_keep_bytes: int = 256 << 20
+    """Of the ``compact_keep_slots`` kept, only as many of the newest as hold this many
+    bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,9 @@ class NodeRuntime:
         self._applied_waiters: list[tuple[int, threading.Event]] = []
         self._read_counter = 0
         self._ticks = 0
+        self._applied_sizes: deque[tuple[int, int]] = deque()
+        """(slot, bytes) of the slots applied since start that the log still holds."""
+        self._applied_bytes = 0
         self._snapshot_in_progress = False
         self._stopping = threading.Event()
         self._stopped = False
@@ -284,6 +303,9 @@ class NodeRuntime:
             proposals = [(p.request_id, p.payload) for p in sv.value]
             started = self._clock.monotonic()
             outcomes = self._replica.apply_slot(sv.slot, proposals)
+            size = sum(len(request_id) + len(payload) for request_id, payload in proposals)
+            self._applied_sizes.append((sv.slot, size))
+            self._applied_bytes += size
             metrics.apply_seconds.observe(self._clock.monotonic() - started)
             metrics.slots_applied.inc()
             metrics.records_applied.inc(len(proposals))
@@ -346,9 +368,13 @@ class NodeRuntime:
         if waiting is not None:
             waiting.futures.append(future)
             return
+        try:
+            self._core.propose(request_id, payload)
+        except ProposalTooLarge as exc:
+            future.set_exception(RecordTooLargeError.of("a record", exc.size, exc.limit))
+            return
         self._proposals[request_id] = _Waiting(payload, [future], self._ticks)
         self.metrics.proposals.inc()
-        self._core.propose(request_id, payload)
 
     def _read_index(self, future: Future[int]) -> None:
         self._read_counter += 1
@@ -398,13 +424,37 @@ class NodeRuntime:
         logger.info("node %d installed a snapshot at slot %d", self.node_id, slot)
         self.metrics.snapshots_installed.inc()
         self._core.restore_snapshot(self._replica.applied_slot)
+        self._forget_sizes(self._replica.applied_slot)
         self._resolve_barriers()
 
     def _maybe_compact(self) -> None:
         core = self._core
-        if core.applied - core.truncated >= self.options.compact_every_slots:
-            self._replica.sync()
-            core.compact(core.applied - self.options.compact_keep_slots)
+        opts = self.options
+        if (
+            core.applied - core.truncated < opts.compact_every_slots
+            and self._applied_bytes < opts.compact_every_bytes
+        ):
+            return
+        upto = max(core.applied - opts.compact_keep_slots, self._slot_keeping_bytes())
+        if upto <= core.truncated:
+            return
+        self._replica.sync()
+        core.compact(upto)
+        self._forget_sizes(upto)
+
+    def _slot_keeping_bytes(self) -> int:
+        """The slot to compact up to so that the applied slots after it hold at most
+        ``compact_keep_bytes``."""
+        kept = 0
+        for slot, size in reversed(self._applied_sizes):
+            kept += size
+            if kept > self.options.compact_keep_bytes:
+                return slot
+        return 0
+
+    def _forget_sizes(self, upto_slot: int) -> None:
+        while self._applied_sizes and self._applied_sizes[0][0] <= upto_slot:
+            self._applied_bytes -= self._applied_sizes.popleft()[1]
 
     # ------------------------------------------------------------------ status
 

@@ -52,10 +52,11 @@ from relstorage_paxos.pb import peer_pb2 as pb
 if TYPE_CHECKING:
     from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 """The peer protocol this code speaks. Bump it when a change to peer.proto would make an older
 node misread a message (a new field it would ignore while acting on the message, a changed
-meaning); adding a message type that older nodes may drop needs no bump."""
+meaning); adding a message type that older nodes may drop needs no bump. Version 2: Promise
+parts (``first_slot``, ``last_slot``), which a version-1 node would take for whole promises."""
 
 
 def encode(msg: Message, cluster_id: str) -> pb.Envelope:
@@ -172,6 +173,7 @@ def _put_prepare(out: pb.Prepare, m: Prepare) -> None:
 
 def _put_promise(out: pb.Promise, m: Promise) -> None:
     out.src, out.dst, out.ok, out.commit = m.src, m.dst, m.ok, m.commit
+    out.first_slot, out.last_slot = m.first_slot, m.last_slot or 0
     _put_ballot(out.ballot, m.ballot)
     _put_ballot(out.promised, m.promised)
     for entry in m.entries:
@@ -301,6 +303,16 @@ def _promise(p: pb.Promise) -> Promise:
     entries = tuple(
         LogEntry(e.slot, _ballot(e, "ballot"), _value(e.value), e.chosen) for e in p.entries
     )
+    if p.last_slot and p.last_slot < p.first_slot:
+        raise MalformedMessageError(f"Promise part of slots {p.first_slot} to {p.last_slot}")
     return Promise(
-        p.src, p.dst, _ballot(p, "ballot"), p.ok, _ballot(p, "promised"), entries, p.commit
+        p.src,
+        p.dst,
+        _ballot(p, "ballot"),
+        p.ok,
+        _ballot(p, "promised"),
+        entries,
+        p.commit,
+        p.first_slot,
+        p.last_slot or None,
     )

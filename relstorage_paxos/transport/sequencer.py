@@ -23,6 +23,7 @@ from relstorage_paxos.errors import (
     NodeUnavailableError,
     OutcomeUnknownError,
     PaxosError,
+    RecordTooLargeError,
     RequestRejectedError,
     WrongClusterError,
 )
@@ -104,7 +105,9 @@ def _timeout(timeout_ms: int) -> float:
 
 class SequencerService(sequencer_pb2_grpc.SequencerServicer):
     """The server half. ``status_only`` serves just ``Status`` (for the peer port, where
-    other nodes' operators may ask, but no one may propose)."""
+    other nodes' operators may ask, but no one may propose). A record over
+    ``record_bytes_max`` (the node's ``max-record-bytes``) is refused with OUT_OF_RANGE, which
+    the client reads as ``RecordTooLargeError``."""
 
     def __init__(
         self, backend: SequencerBackend, *, record_bytes_max: int, status_only: bool = False
@@ -135,11 +138,10 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
                 f"request_id must be 1-{REQUEST_ID_BYTES_MAX} bytes",
             )
         if len(request.record) > self._record_bytes_max:
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"record of {len(request.record)} bytes exceeds {self._record_bytes_max}",
+            refused = RecordTooLargeError.of(
+                "a record", len(request.record), self._record_bytes_max
             )
+            _abort(context, grpc.StatusCode.OUT_OF_RANGE, str(refused))
         future = self._backend.propose(request.request_id, request.record)
         slot, outcome = _wait(
             future,
@@ -223,6 +225,10 @@ def _wait(future: Future[T], timeout_s: float, context: grpc.ServicerContext, la
         _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, late)
     except OutcomeUnknownError as exc:
         _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+    except RecordTooLargeError as exc:
+        _abort(context, grpc.StatusCode.OUT_OF_RANGE, str(exc))
+    except RequestRejectedError as exc:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except PaxosError as exc:
         _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 
@@ -258,15 +264,31 @@ def error_from_rpc(exc: grpc.RpcError, target: str) -> PaxosError:
         return NodeUnavailableError(where)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return WrongClusterError(where)
+    if code == grpc.StatusCode.OUT_OF_RANGE:
+        return RecordTooLargeError(where)
     return RequestRejectedError(f"{where} ({code.name})")
 
 
 class SequencerClient:
-    """A connection to one node's Sequencer (``unix:/path/sequencer.sock`` or host:port)."""
+    """A connection to one node's Sequencer (``unix:/path/sequencer.sock`` or host:port).
 
-    def __init__(self, target: str, cluster_id: str, *, max_message_bytes: int = 64 << 20):
+    ``max_record_bytes`` is the node's ``max-record-bytes``: a larger record is refused here,
+    before it is sent (gRPC would refuse to send one over ``max_message_bytes`` with an error
+    that reads as an unreachable node). ``max_message_bytes`` must leave room for a record's
+    envelope (``NodeSettings.max_message_bytes``)."""
+
+    def __init__(
+        self,
+        target: str,
+        cluster_id: str,
+        *,
+        max_record_bytes: int = 64 << 20,
+        max_message_bytes: int = 65 << 20,
+    ):
+        assert max_message_bytes > max_record_bytes, (max_message_bytes, max_record_bytes)
         self.target = target
         self.cluster_id = cluster_id
+        self.max_record_bytes = max_record_bytes
         self._channel = grpc.insecure_channel(
             target,
             options=[
@@ -289,7 +311,10 @@ class SequencerClient:
 
     def propose(self, request_id: bytes, record: bytes, timeout_s: float) -> tuple[int, bytes]:
         """Propose one record; (slot, encoded outcome) once it is applied at this node.
-        ``OutcomeUnknownError`` when time ran out: retry with the same ``request_id``."""
+        ``OutcomeUnknownError`` when time ran out: retry with the same ``request_id``;
+        ``RecordTooLargeError`` for a record over ``max_record_bytes``."""
+        if len(record) > self.max_record_bytes:
+            raise RecordTooLargeError.of("a record", len(record), self.max_record_bytes)
         request = sequencer_pb2.ProposeRequest(
             cluster_id=self.cluster_id,
             request_id=request_id,

@@ -20,8 +20,9 @@ from tests.integration.processes import free_ports
 FAST = {"tick_s": 0.01, "heartbeat_interval_s": 0.03, "election_timeout_s": 0.15}
 
 
-def make_node(root: Path, *, keep_history: bool, name: str = "node1") -> Path:
-    """A fresh one-node cluster's data directory (not running)."""
+def make_node(root: Path, *, keep_history: bool, name: str = "node1", **settings: int) -> Path:
+    """A fresh one-node cluster's data directory (not running); ``settings`` are further
+    ``NodeSettings`` fields."""
     (port,) = free_ports(1)
     data_dir = root / name
     init_data_dir(
@@ -32,6 +33,7 @@ def make_node(root: Path, *, keep_history: bool, name: str = "node1") -> Path:
             keep_history=keep_history,
             members={1: f"127.0.0.1:{port}"},
             **FAST,
+            **settings,
         ),
     )
     return data_dir

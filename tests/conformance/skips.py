@@ -152,10 +152,4 @@ PAXOS_SKIPS: tuple[Skip, ...] = (
     *STOCK_SQLITE_SKIPS,
     # -- refused by the adapter, by design or not yet -------------------------------------
     Skip("checkBackwardTimeTravelWith*RevertWhenStale", ZAP_REASON, kind="unsupported"),
-    Skip(
-        "check16MObject",
-        "a 16 MiB object makes a log record over the node's batch-bytes-max (4 MiB), which"
-        " the node rejects (RequestRejectedError); large records are not chunked yet",
-        kind="unsupported",
-    ),
 )

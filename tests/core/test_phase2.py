@@ -3,7 +3,18 @@ what a retried request id does."""
 
 from __future__ import annotations
 
-from relstorage_paxos.core import Accept, Accepted, Forward, PreVote, Role
+from relstorage_paxos.core import (
+    Accept,
+    Accepted,
+    Forward,
+    Heartbeat,
+    HeartbeatReply,
+    Prepare,
+    PreVote,
+    PreVoteReply,
+    Promise,
+    Role,
+)
 from tests.interaction.harness import Cluster, match
 
 
@@ -47,15 +58,16 @@ def test_window_opens_as_slots_are_chosen() -> None:
 
 
 def test_batching_packs_proposals_up_to_batch_bytes_max() -> None:
-    c = elected(batch_bytes_max=10)
-    c.propose_batch(1, [("b", b"1234"), ("c", b"1234"), ("d", b"1234")])  # 5 bytes each
+    c = elected(batch_bytes_max=42)
+    # 5 bytes each, plus PROPOSAL_OVERHEAD_BYTES (16): two fit in 42
+    c.propose_batch(1, [("b", b"1234"), ("c", b"1234"), ("d", b"1234")])
     assert accept_slots(c) == [1, 2]
     c.deliver()
     assert c.applied(1) == ["[b,c]", "[d]"]
 
 
 def test_oversized_proposal_gets_a_slot_of_its_own() -> None:
-    c = elected(batch_bytes_max=10)
+    c = elected(batch_bytes_max=42)
     c.propose_batch(1, [("e", b"1"), ("big", b"x" * 50), ("f", b"1"), ("g", b"1")])
     c.deliver()
     assert c.applied(1) == ["[e]", "[big]", "[f,g]"]
@@ -101,7 +113,7 @@ def test_candidate_proposes_its_own_waiting_proposals_once_it_leads() -> None:
     assert c.applied(1) == ["[mine]"]
 
 
-def test_unacknowledged_accepts_are_resent_with_the_heartbeat() -> None:
+def test_unacknowledged_accepts_are_resent_once_a_later_heartbeat_is_answered() -> None:
     c = elected()
     c.propose(1, "a")
     c.drop(match(Accept, dst=3))
@@ -111,15 +123,18 @@ def test_unacknowledged_accepts_are_resent_with_the_heartbeat() -> None:
     announcements = c.pending_of(Accept)
     assert [(m.dst, m.entries, m.commit) for m in announcements] == [(2, (), 1), (3, (), 1)]
     c.tick(1, 2)
+    c.deliver(type=(Heartbeat, HeartbeatReply))
     assert c.pending_of(Accept) == announcements, "chosen slots are not resent"
     c.propose(1, "b")
     c.drop(match(Accept))  # b's Accepts and both announcements: n3 learns a by catch-up
     c.tick(1, 2)
+    assert c.pending_of(Accept) == [], "no resend on a timer"
+    c.deliver(type=(Heartbeat, HeartbeatReply))
     resent = c.pending_of(Accept)
     assert [(m.dst, [sv.slot for sv in m.entries]) for m in resent] == [
         (2, [2]),
         (3, [2]),
-    ]
+    ], "the replies to a heartbeat sent after b's Accepts show they were lost"
     c.deliver()
     c.tick(1, 2)
     c.deliver()
@@ -129,8 +144,8 @@ def test_unacknowledged_accepts_are_resent_with_the_heartbeat() -> None:
 def test_retried_request_may_be_chosen_twice_and_the_state_machine_dedups() -> None:
     """n1 gets r accepted by n2 only, then crashes. The client times out and retries r at n3,
     which is campaigning: n3's phase 1 adopts n2's r in slot 1 and its queued
-    retry in slot 2. The core does not deduplicate (node.py docstring); the state machine
-    applies each request id once (DESIGN.md §3)."""
+    retry in slot 2. The core drops only retries of requests it holds itself (node.py
+    docstring); the state machine applies each request id once (DESIGN.md §3)."""
     c = elected()
     c.propose(1, "r")
     c.deliver(match(Accept, dst=2))
@@ -147,3 +162,55 @@ def test_retried_request_may_be_chosen_twice_and_the_state_machine_dedups() -> N
     assert c.applied(2) == ["[r]", "[r]"]
     assert c.applied(3) == ["[r]", "[r]"]
     assert c.sms[3].fresh_request_ids() == ["r"]
+
+
+def test_a_retry_of_a_request_the_leader_holds_gets_no_second_slot() -> None:
+    """The runtime re-proposes what is not applied after a while; a large record still
+    being replicated must not be replicated twice."""
+    c = elected(pipeline_window_slots=1)
+    c.propose(1, "a")
+    c.propose(1, "b")  # queued: the window is full
+    c.propose(1, "a")  # a retry while a is in phase 2
+    c.propose(1, "b")  # a retry while b is queued
+    c.propose(3, "a")  # a retry at a follower, forwarded
+    c.deliver()
+    c.tick(1, 2)
+    c.deliver()
+    assert c.applied(1) == c.applied(3) == ["[a]", "[b]"]
+    c.propose(1, "a")  # chosen already: the state machine answers it
+    c.deliver()
+    assert c.applied(1) == ["[a]", "[b]"]
+
+
+def test_a_follower_forwards_no_retry_of_a_request_it_accepted_from_the_leader() -> None:
+    c = elected()
+    c.propose(3, "f")
+    c.deliver(type=Forward)
+    c.deliver(match(Accept, dst=3))  # n3 holds f, accepted in the leader's ballot
+    c.propose(3, "f")
+    assert c.pending_of(Forward) == [], "on its way: the leader resends it until chosen"
+    c.deliver()
+    c.tick(1, 2)
+    c.deliver()
+    assert c.applied(3) == ["[f]"]
+
+
+def test_a_retry_passes_once_the_leader_that_held_it_is_gone() -> None:
+    c = elected()
+    c.propose(3, "g")
+    c.deliver(type=Forward)
+    c.deliver(match(Accept, dst=3))
+    c.drop()  # n2 never sees g; n1 never hears back
+    c.crash(1)
+    c.tick(3, 10)
+    c.drop()
+    c.tick_until_campaign(2)
+    c.deliver(type=(PreVote, PreVoteReply, Prepare, Promise))
+    assert c.leaders() == [2]
+    c.deliver(type=Heartbeat, dst=3)  # n3 hears of a leader in another ballot
+    c.propose(3, "g")
+    assert [m.dst for m in c.pending_of(Forward)] == [2], "g's ballot is gone with n1"
+    c.deliver()
+    c.tick(2, 2)
+    c.deliver()
+    assert c.sms[3].fresh_request_ids() == ["g"]

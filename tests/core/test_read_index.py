@@ -1,5 +1,6 @@
 """ReadIndex: a read is linearizable at the leader's commit once a majority answered a
-heartbeat sent after the read arrived (Raft thesis §6.4, adapted to Multi-Paxos)."""
+heartbeat sent after the read arrived (Raft thesis §6.4, adapted to Multi-Paxos). Every
+heartbeat round of a leader has its number (``read_seq``); its first is round 1."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_leader_answers_only_after_a_heartbeat_majority() -> None:
     c = elected_with_one_slot()
     c.read_index(1, "r1")
     assert c.read_states[1] == {}, "not before the leader is confirmed"
-    assert read_seqs(c) == [1, 1]
+    assert read_seqs(c) == [2, 2], "a round of its own"
     c.deliver(match(Heartbeat, dst=2))
     assert c.read_states[1] == {}, "n2 has not answered yet"
     c.deliver(match(HeartbeatReply, src=2))
@@ -49,10 +50,10 @@ def test_leader_answers_only_after_a_heartbeat_majority() -> None:
 def test_replies_to_an_earlier_heartbeat_do_not_confirm_a_read() -> None:
     c = elected_with_one_slot()
     c.tick(1, 2)
-    assert read_seqs(c) == [0, 0]
+    assert read_seqs(c) == [2, 2]
     c.read_index(1, "r1")
     early = c.pending_of(Heartbeat, dst=2)[0]
-    assert early.read_seq == 0, early
+    assert early.read_seq == 2, early
     c.deliver(lambda m: m is early)  # sent before the read arrived
     c.deliver(match(HeartbeatReply, src=2))
     assert c.read_states[1] == {}
@@ -95,20 +96,21 @@ def test_reads_wait_until_the_new_leaders_phase_one_slots_are_chosen() -> None:
     c.deliver(type=Heartbeat)
     c.deliver(type=HeartbeatReply)
     assert c.read_states[3] == {}
-    assert all(seq == 0 for seq in read_seqs(c)), "no read round before slot 2 is chosen"
+    assert read_seqs(c) == [], "no read round before slot 2 is chosen"
     c.deliver(match(Accept, dst=2))
     c.deliver(match(Accepted, src=2))
     assert c.node(3).commit == 0, "slot 2 is chosen, slot 1 not caught up yet"
-    assert all(seq == 0 for seq in read_seqs(c))
+    assert read_seqs(c) == []
     c.deliver(type=(CatchUpRequest, CatchUpReply))
     assert c.node(3).commit == 2
-    assert 1 in read_seqs(c), "the read round starts once phase-1 slots are chosen"
+    assert read_seqs(c) == [2, 2], "the read round starts once phase-1 slots are chosen"
     c.deliver()
     assert c.read_states[3] == {b"r3": 2}
 
 
 def test_concurrent_reads_share_one_round() -> None:
     c = elected_with_one_slot()
+    start = len(c.trace)
     c.read_index(1, "r1")
     c.read_index(1, "r2")
     c.read_index(2, "r3")
@@ -116,13 +118,13 @@ def test_concurrent_reads_share_one_round() -> None:
     c.deliver()
     assert c.read_states[1] == {b"r1": 1, b"r2": 1}
     assert c.read_states[2] == {b"r3": 1} and c.read_states[3] == {b"r4": 1}
-    sent = [line for line in c.trace if "Heartbeat ballot" in line and "read_seq=0" not in line]
+    sent = [line for line in c.trace[start:] if "Heartbeat ballot" in line]
     assert sent == [
-        "1->2 Heartbeat ballot=1.1 commit=1 read_seq=1",
-        "1->3 Heartbeat ballot=1.1 commit=1 read_seq=1",
         "1->2 Heartbeat ballot=1.1 commit=1 read_seq=2",
         "1->3 Heartbeat ballot=1.1 commit=1 read_seq=2",
-    ], "r1 has round 1; r2, r3 and r4, arriving during it, share round 2"
+        "1->2 Heartbeat ballot=1.1 commit=1 read_seq=3",
+        "1->3 Heartbeat ballot=1.1 commit=1 read_seq=3",
+    ], "r1 has round 2; r2, r3 and r4, arriving during it, share round 3"
 
 
 def test_read_at_the_commit_when_the_round_started() -> None:

@@ -78,6 +78,13 @@ def fmt_entries(entries: Iterable[LogEntry]) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
+def fmt_part(m: Promise) -> str:
+    """`` part=3..5`` (``3..`` for the last) for one part of a promise; nothing for a whole."""
+    if m.first_slot == 0 and m.last_slot is None:
+        return ""
+    return f" part={m.first_slot}..{'' if m.last_slot is None else m.last_slot}"
+
+
 def _ok(ok: bool) -> str:
     return "ok" if ok else "REJECT"
 
@@ -95,7 +102,7 @@ def fmt_message(m: Message) -> str:
         case Promise():
             body = (
                 f"{_ok(m.ok)} ballot={m.ballot} promised={m.promised} commit={m.commit} "
-                f"entries={fmt_entries(m.entries)}"
+                f"entries={fmt_entries(m.entries)}{fmt_part(m)}"
             )
         case Accept():
             body = f"ballot={m.ballot} commit={m.commit} entries={fmt_slot_values(m.entries)}"

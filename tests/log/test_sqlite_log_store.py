@@ -3,6 +3,7 @@ encoding, and the fsync itself (counted through an apsw VFS shim around the real
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -77,6 +78,21 @@ def test_reopen_after_close(path: Path) -> None:
     reopened = open_store(path)
     assert reopened.load() == PersistentState(promised=Ballot(3, 2), entries=(entry(1),))
     reopened.close()
+
+
+def test_a_large_record_beside_small_ones_survives_a_reopen(path: Path) -> None:
+    """A slot holding one record over batch-bytes-max (a 16 MiB object's CommitTxn) is one
+    row like any other: written, marked chosen, and read back whole."""
+    large = entry(2, payload=os.urandom(1024) * (16 * 1024 + 1))
+    store = open_store(path, create=True)
+    store.persist(Persist(entries=(entry(1), large, entry(3)), must_sync=True))
+    store.persist(Persist(entries=(dataclasses.replace(large, chosen=True),)))
+    store.close()
+    reopened = open_store(path)
+    loaded = reopened.load().entries
+    reopened.close()
+    assert [e.slot for e in loaded] == [1, 2, 3]
+    assert loaded[1] == dataclasses.replace(large, chosen=True)
 
 
 def test_another_process_loads_what_this_one_persisted(path: Path) -> None:

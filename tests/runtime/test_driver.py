@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from relstorage_paxos.core import NodeOptions
-from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError
+from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, RecordTooLargeError
 from relstorage_paxos.log.sqlite_store import SqliteLogStore
 from relstorage_paxos.replica import (
     Committed,
@@ -21,6 +21,7 @@ from relstorage_paxos.replica import (
     Granted,
     LockObjects,
     Noop,
+    NoopApplied,
     ObjectWrite,
     Record,
     Released,
@@ -36,10 +37,13 @@ TIMEOUT_S = 20.0
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int, options: RuntimeOptions) -> None:
+    def __init__(
+        self, root: Path, size: int, options: RuntimeOptions, record_bytes_max: int = 64 << 20
+    ) -> None:
         self.root = root
         self.size = size
         self.options = options
+        self.record_bytes_max = record_bytes_max
         self.network = MemoryNetwork()
         self.nodes: dict[int, NodeRuntime] = {}
         self.logs: dict[int, SqliteLogStore] = {}
@@ -65,6 +69,7 @@ class Cluster:
                 members=frozenset(range(1, self.size + 1)),
                 election_timeout_ticks=10,
                 heartbeat_interval_ticks=2,
+                record_bytes_max=self.record_bytes_max,
             ),
             self.options,
             log,
@@ -211,5 +216,51 @@ def test_stop_answers_every_waiter(tmp_path: Path) -> None:
             stuck.result(TIMEOUT_S)
         with pytest.raises(NodeUnavailableError):
             read.result(TIMEOUT_S)
+    finally:
+        c.stop_all()
+
+
+def test_a_record_over_the_limit_is_refused_and_nothing_else_is_harmed(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, 3, RuntimeOptions(tick_s=0.01), record_bytes_max=4096)
+    try:
+        node = c.nodes[1]
+        small = [
+            node.propose(f"ok{i}".encode(), encode_record(Record(f"ok{i}".encode(), Noop())))
+            for i in range(5)
+        ]
+        write = ObjectWrite(7, 0, b"x" * 4096)
+        big = encode_record(Record(b"big", CommitTxn(b"t", 1, b"", b"", b"", (write,), ())))
+        refused = node.propose(b"big", big)
+        with pytest.raises(RecordTooLargeError, match=f"of {len(big)} bytes .* max-record-bytes"):
+            refused.result(TIMEOUT_S)
+        assert all(isinstance(f.result(TIMEOUT_S).outcome, NoopApplied) for f in small)
+        assert node.failure is None
+        assert c.propose(1, b"after", Noop()).slot > max(f.result().slot for f in small)
+        assert len(c.converged()) == 1
+    finally:
+        c.stop_all()
+
+
+@pytest.mark.parametrize(("every_bytes", "compacted"), [(300_000, True), (1 << 30, False)])
+def test_large_records_compact_the_log_long_before_compact_every_slots(
+    tmp_path: Path, every_bytes: int, compacted: bool
+) -> None:
+    """The core holds its whole log in memory: slots holding many bytes are compacted away
+    by size, keeping the newest ``compact_keep_bytes`` of them."""
+    options = RuntimeOptions(
+        tick_s=0.01, compact_every_bytes=every_bytes, compact_keep_bytes=150_000
+    )
+    c = Cluster(tmp_path, 3, options)
+    try:
+        for i in range(6):
+            write = ObjectWrite(i + 1, 0, bytes([i]) * 100_000)
+            c.propose(1, f"big{i}".encode(), CommitTxn(b"t", 1, b"", b"", b"", (write,), ()))
+        assert len(c.converged()) == 1
+        status = c.nodes[1].status
+        assert status.applied_slot == 6
+        if compacted:
+            assert status.truncated_slot >= 4, status  # one 100 kB slot is all 150 kB keep
+        else:
+            assert status.truncated_slot == 0, status
     finally:
         c.stop_all()

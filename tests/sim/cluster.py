@@ -68,7 +68,8 @@ class SimConfig:
 
     def reproducer(self) -> str:
         harsh = " --harsh" if self.crash_rate == HARSH["crash_rate"] else ""
-        return f"scripts/sim.py --seed {self.seed} --nodes {self.nodes}{harsh}"
+        small = " --small-messages" if self.options == SMALL_MESSAGES else ""
+        return f"scripts/sim.py --seed {self.seed} --nodes {self.nodes}{harsh}{small}"
 
 
 HARSH: dict[str, float] = {
@@ -79,6 +80,11 @@ HARSH: dict[str, float] = {
 }
 """A nemesis three times as busy (``SimConfig(seed, **HARSH)``), for the broken-variant runs
 and a share of the default seeds."""
+
+SMALL_MESSAGES: dict[str, int] = {"message_bytes_max": 150, "batch_bytes_max": 64}
+"""Core options under which the clients' small proposals fill messages
+(``SimConfig(seed, options=SMALL_MESSAGES)``): nearly every Accept, catch-up reply, Forward
+and promise is cut into several messages, as large records cut them in a real cluster."""
 
 
 class StateMachine:

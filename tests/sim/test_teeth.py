@@ -10,11 +10,11 @@ import dataclasses
 
 import pytest
 
-from relstorage_paxos.core import Ballot, Node, Persist, PersistentState, Role
+from relstorage_paxos.core import Ballot, Node, Persist, PersistentState, Promise, Role
 from relstorage_paxos.core.node import _Leadership
 from relstorage_paxos.log.store import MemoryLogStore
 from tests.sim.checkers import SimulationFailure
-from tests.sim.cluster import HARSH, SimConfig, SimNode, Simulation
+from tests.sim.cluster import HARSH, SMALL_MESSAGES, SimConfig, SimNode, Simulation
 
 SEED_BUDGET = 500
 
@@ -54,19 +54,33 @@ class LeaderSkipsPhase1(SimNode):
     node_class = _SkipsPhase1
 
 
+class _TakesPromisePartsForWhole(Node):
+    """What a node of peer protocol 1 would do with protocol 2's promise parts."""
+
+    def on_promise(self, m: Promise) -> None:
+        super().on_promise(dataclasses.replace(m, first_slot=0, last_slot=None))
+
+
+class CandidateTakesPromisePartsForWhole(SimNode):
+    node_class = _TakesPromisePartsForWhole
+
+
 @pytest.mark.parametrize(
-    ("variant", "nodes"),
+    ("variant", "nodes", "options"),
     [
-        (ForgetsPromiseOnRestart, 3),
-        (RepliesBeforePersisting, 3),
-        (LeaderSkipsPhase1, 3),
-        (LeaderSkipsPhase1, 5),
+        (ForgetsPromiseOnRestart, 3, {}),
+        (RepliesBeforePersisting, 3, {}),
+        (LeaderSkipsPhase1, 3, {}),
+        (LeaderSkipsPhase1, 5, {}),
+        (CandidateTakesPromisePartsForWhole, 3, SMALL_MESSAGES),
     ],
 )
-def test_broken_variant_is_caught(variant: type[SimNode], nodes: int) -> None:
+def test_broken_variant_is_caught(
+    variant: type[SimNode], nodes: int, options: dict[str, int]
+) -> None:
     for seed in range(SEED_BUDGET):
         try:
-            config = SimConfig(seed=seed, nodes=nodes, **HARSH)
+            config = SimConfig(seed=seed, nodes=nodes, options=dict(options), **HARSH)
             Simulation(config, node_factory=variant).run()
         except SimulationFailure as failure:
             print(f"{variant.__name__} ({nodes} nodes) caught at seed {seed}: {failure}")

@@ -36,6 +36,7 @@ from relstorage_paxos.core.messages import (
     ReadIndexReply,
     ReadIndexRequest,
     SlotValue,
+    entry_size,
 )
 from relstorage_paxos.errors import (
     MalformedMessageError,
@@ -46,6 +47,7 @@ from relstorage_paxos.errors import (
 )
 from relstorage_paxos.pb import peer_pb2 as pb
 from relstorage_paxos.transport import codec
+from relstorage_paxos.transport.peer_client import framed_size
 
 CLUSTER = "cluster-a"
 MEMBERS = frozenset({1, 2, 3})
@@ -72,8 +74,17 @@ STRATEGIES: dict[type, st.SearchStrategy[typing.Any]] = {
     PreVoteReply: st.builds(PreVoteReply, nodes, nodes, ballots, st.booleans(), ballots),
     Prepare: st.builds(Prepare, nodes, nodes, ballots, ints),
     Promise: st.builds(
-        Promise, nodes, nodes, ballots, st.booleans(), ballots, tuples(log_entries), ints
-    ),
+        Promise,
+        nodes,
+        nodes,
+        ballots,
+        st.booleans(),
+        ballots,
+        tuples(log_entries),
+        ints,
+        ints,
+        st.one_of(st.none(), st.integers(min_value=1, max_value=2**64 - 1)),
+    ).filter(lambda p: p.last_slot is None or p.last_slot >= p.first_slot),
     Accept: st.builds(Accept, nodes, nodes, ballots, tuples(slot_values), ints),
     Accepted: st.builds(Accepted, nodes, nodes, ballots, st.booleans(), ballots, tuples(ints)),
     Heartbeat: st.builds(Heartbeat, nodes, nodes, ballots, ints, ints),
@@ -213,6 +224,37 @@ def test_missing_ballot_of_a_promised_entry_is_malformed() -> None:
     env.promise.entries[0].ClearField("ballot")
     with pytest.raises(MalformedMessageError, match="LogEntry without ballot"):
         codec.decode(env, CLUSTER, MEMBERS)
+
+
+def test_promise_part_ending_before_it_starts_is_malformed() -> None:
+    env = codec.encode(Promise(1, 2, Ballot(3, 1), True, Ballot(3, 1), (), 0, 7, 9), CLUSTER)
+    env.promise.last_slot = 6
+    with pytest.raises(MalformedMessageError, match="slots 7 to 6"):
+        codec.decode(env, CLUSTER, MEMBERS)
+
+
+@DETERMINISTIC
+@given(
+    ints,
+    ballots,
+    st.lists(
+        st.builds(Proposal, st.binary(max_size=300), st.binary(max_size=20_000)), max_size=3
+    ).map(tuple),
+    st.booleans(),
+)
+def test_entry_size_bounds_an_entry_on_the_wire(
+    slot: int, ballot: Ballot, value: tuple[Proposal, ...], chosen: bool
+) -> None:
+    """The core splits messages by ``entry_size``: it must not undercount what the codec
+    writes for an entry, in an Accept, a CatchUpReply or a Promise."""
+    promise = Promise(1, 2, ballot, True, ballot, (LogEntry(slot, ballot, value, chosen),), 0)
+    accept = Accept(1, 2, ballot, (SlotValue(slot, value),), 0)
+    on_wire = (
+        codec.encode(promise, CLUSTER).promise.entries[0],
+        codec.encode(accept, CLUSTER).accept.entries[0],
+    )
+    for entry in on_wire:
+        assert framed_size(entry.ByteSize()) <= entry_size(value), entry.ByteSize()
 
 
 def _parses(data: bytes) -> bool:
