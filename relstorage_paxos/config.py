@@ -30,6 +30,9 @@ DEFAULT_BATCH_BYTES_MAX: Final = 4 * MIB
 MESSAGE_HEADROOM_BYTES: Final = MIB
 """What a gRPC message may hold beyond one record: the request id, the envelope, the entry's
 slot and ballot (a few hundred bytes), with room to spare."""
+RECORD_BYTES_FLOOR: Final = 64 * 1024
+"""The smallest ``max-record-bytes`` accepted: below it even ordinary commits are refused."""
+
 RECORD_BYTES_CEILING: Final = 512 * MIB
 """The largest ``max-record-bytes`` accepted: a record is one row in the log and its largest
 object one row in the replica, and SQLite refuses rows over 10**9 bytes; protobuf refuses
@@ -142,6 +145,10 @@ def validate(settings: NodeSettings, source: str) -> NodeSettings:
     ):
         if value < 1:
             raise bad(key, f"{value} is not a positive integer")
+    if settings.max_record_bytes < RECORD_BYTES_FLOOR:
+        raise bad(
+            "max-record-bytes", f"{settings.max_record_bytes} is below 64 KiB: commits would fail"
+        )
     if settings.max_record_bytes > RECORD_BYTES_CEILING:
         raise bad("max-record-bytes", f"{settings.max_record_bytes} is over 512 MiB")
     if settings.batch_bytes_max > settings.max_record_bytes:

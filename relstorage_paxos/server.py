@@ -73,7 +73,7 @@ ExpireLeases): a lock outlives its lease by at most this plus one proposal."""
 def init_data_dir(data_dir: Path, settings: NodeSettings) -> None:
     """Create a node's data directory: settings, an empty log, an empty replica in the
     cluster's history mode. Refuses a directory that already holds a node."""
-    config.validate(settings, "relstorage-paxos init")
+    config.validate(settings, "node settings")
     data_dir.mkdir(parents=True, exist_ok=True)
     settings_file = config.settings_path(data_dir)
     if settings_file.exists() or (data_dir / config.LOG_FILE).exists():

@@ -88,6 +88,11 @@ def test_init_refuses_a_used_directory(tmp_path: Path) -> None:
             "max-record-bytes: 1073741824 is over 512 MiB",
         ),
         (
+            'cluster-id = "c"\nnode-id = 1\nkeep-history = true\n'
+            'max-record-bytes = 1000\n[members]\n1 = "h:1"\n',
+            "max-record-bytes: 1000 is below 64 KiB",
+        ),
+        (
             'cluster-id = "c"\nnode-id = 1\nkeep-history = true\nmax-record-bytes = 1048576\n'
             '[members]\n1 = "h:1"\n',
             "batch-bytes-max: must not be over max-record-bytes",

@@ -253,9 +253,9 @@ class Writer:
             if isinstance(outcome, Committed):
                 self._leases.drop(txn_id)
         except (OutcomeUnknownError, NodeUnavailableError) as exc:
-            # RelStorage does not release after a failed finish: do it now. A release
-            # applied first also makes the commit, should it arrive later, find no locks
-            # and write nothing.
+            # Release now rather than wait for the abort that follows: a release applied
+            # first also makes the commit, should it arrive later, find no locks and write
+            # nothing.
             self.release(conn)
             raise StorageError(
                 f"commit of txn {txn_id.hex()} not confirmed by node {self._link.node_id}: "
