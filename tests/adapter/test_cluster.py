@@ -1,8 +1,9 @@
 """The adapter against three real node processes (``relstorage-paxos serve``) on 127.0.0.1:
 databases on node 1 and node 2 commit through their own node; a commit finished on one is
 seen by the next transaction on the other (linearizable); concurrent increments of one
-BTrees.Length from both nodes merge by conflict resolution; a plain object written from both
-gets one ConflictError, and the retry succeeds."""
+BTrees.Length, and inserts into one BTree bucket, from both nodes merge by conflict
+resolution; a plain object written from both gets one ConflictError, and the retry
+succeeds."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import transaction
 import ZODB
 from BTrees.Length import Length
+from BTrees.OOBTree import OOBTree
 
 from relstorage_paxos.errors import ReplicaTooStaleError
 from tests.adapter.support import assert_conflict_then_retry, open_db
@@ -89,6 +91,36 @@ def test_concurrent_length_increments_from_two_nodes_merge(
     for database in (db1, db2):
         with database.transaction() as conn:
             assert conn.root()["length"]() == 4 * rounds
+
+
+def test_inserts_into_one_btree_bucket_from_two_nodes_merge(
+    dbs: tuple[ZODB.DB, ZODB.DB],
+) -> None:
+    """Both transactions read the bucket before either commits, so the second one's vote
+    meets a conflict that only the bucket's conflict resolution can settle: its commit()
+    must succeed at once, with both insertions kept."""
+    db1, db2 = dbs
+    with db1.transaction() as conn:
+        conn.root()["tree"] = OOBTree({"base": 0})
+    tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
+    c1, c2 = db1.open(tm1), db2.open(tm2)
+    try:
+        tree1, tree2 = c1.root()["tree"], c2.root()["tree"]
+        assert tree1["base"] == tree2["base"] == 0  # both have read the bucket
+        read_serial = tree2._p_serial  # a one-bucket tree keeps the bucket in its own state
+        tree1["from node 1"] = 1
+        tm1.commit()
+        assert tree1._p_serial != read_serial  # so node 2 now writes over a stale state
+        tree2["from node 2"] = 2
+        tm2.commit()  # a ConflictError here would mean the conflict was not resolved
+    finally:
+        c1.close()
+        c2.close()
+    for database in (db1, db2):
+        with database.transaction() as conn:
+            tree = conn.root()["tree"]
+            assert dict(tree.items()) == {"base": 0, "from node 1": 1, "from node 2": 2}
+            assert tree._firstbucket._next is None  # one bucket all along
 
 
 def test_a_plain_object_written_from_two_nodes_conflicts_once(dbs: tuple[ZODB.DB, ZODB.DB]) -> None:
