@@ -10,7 +10,9 @@ every further storage of the test on the next node in turn.
   ``PackableStorage`` in both modes, plus ``TransactionalUndoStorage``,
   ``IteratorStorage``, ``RevisionStorage``, ``HistoryStorage`` and
   ``PackableUndoStorage`` history-preserving;
-- the MVCC tests (mvcc.py): two storages, on two different nodes.
+- the MVCC tests (mvcc.py): two storages, on two different nodes;
+- ZODB's RecoveryStorage as RelStorage runs it (``copyTransactionsFrom`` and restore,
+  to and from a FileStorage), both modes.
 
 Run: ``python -m zope.testrunner --test-path=. -s tests.conformance.paxos_3node -vvv`` from
 the repository root.
@@ -20,8 +22,16 @@ from __future__ import annotations
 
 import unittest
 
-from relstorage.tests.hftestbase import HistoryFreeRelStorageTests
-from relstorage.tests.hptestbase import HistoryPreservingRelStorageTests
+from relstorage.tests.hftestbase import (
+    HistoryFreeFromFileStorage,
+    HistoryFreeRelStorageTests,
+    HistoryFreeToFileStorage,
+)
+from relstorage.tests.hptestbase import (
+    HistoryPreservingFromFileStorage,
+    HistoryPreservingRelStorageTests,
+    HistoryPreservingToFileStorage,
+)
 from ZODB.tests import (
     BasicStorage,
     ConflictResolution,
@@ -100,4 +110,14 @@ def test_suite() -> unittest.TestSuite:
     loader = unittest.TestLoader()
     for base in (HistoryFreeMVCCTests, HistoryPreservingMVCCTests):
         suite.addTests(loader.loadTestsFromTestCase(_make("Paxos3" + base.__name__, (base,))))
+    check_loader = unittest.TestLoader()
+    check_loader.testMethodPrefix = "check"
+    for recovery in (
+        HistoryFreeToFileStorage,
+        HistoryFreeFromFileStorage,
+        HistoryPreservingToFileStorage,
+        HistoryPreservingFromFileStorage,
+    ):
+        klass = _make("Paxos3" + recovery.__name__, (recovery,))
+        suite.addTests(check_loader.loadTestsFromTestCase(klass))
     return suite
