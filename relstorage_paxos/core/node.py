@@ -710,17 +710,24 @@ class Node:
         if m.ballot > self.promised:
             self._set_promised(m.ballot)
         self._heard_from_leader(m.src, m.ballot)
+        acked: list[int] = []
         for sv in m.entries:
             existing = self.log.get(sv.slot)
             if sv.slot <= self.truncated or (existing is not None and existing.chosen):
-                assert existing is None or existing.value == sv.value, (sv.slot, existing)
+                # Chosen already. Another value can only come from a leader of a lower ballot
+                # than the one that chose this one, whose Accept arrives after we learned the
+                # outcome by catch-up (which does not raise our promise): neither store nor
+                # acknowledge it. (That leader cannot get a majority anyway: the quorum that
+                # chose the value promised a higher ballot.)
+                if existing is None or existing.value == sv.value:
+                    acked.append(sv.slot)
                 continue
+            acked.append(sv.slot)
             if existing is not None and existing.ballot == m.ballot and existing.value == sv.value:
                 continue  # a resend: durable already (accepted values are stored with sync)
             self._store(LogEntry(sv.slot, m.ballot, sv.value, False), sync=True)
         if m.entries:  # an Accept without entries only announces the leader's commit
-            slots = tuple(e.slot for e in m.entries)
-            self._send(Accepted(self.id, m.src, m.ballot, True, self.promised, slots))
+            self._send(Accepted(self.id, m.src, m.ballot, True, self.promised, tuple(acked)))
         self._learn_commit(m.src, m.ballot, m.commit)
 
     def _ignore_accept(self, m: Accept) -> str | None:

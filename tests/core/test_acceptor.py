@@ -9,6 +9,7 @@ from __future__ import annotations
 from relstorage_paxos.core import (
     Accept,
     Accepted,
+    CatchUpReply,
     Heartbeat,
     PersistentState,
     Prepare,
@@ -157,3 +158,19 @@ def test_nothing_below_the_truncation_point_is_written() -> None:
     assert [e.slot for e in ready.persist.entries] == [4]
     assert 3 not in node.log
     assert cycle(node).is_empty()
+
+
+def test_an_accept_from_a_lower_ballot_for_a_slot_learned_by_catch_up_is_ignored() -> None:
+    """Simulator seed 104789 (5 nodes, soak): a leader of ballot 3.3 chose "x" in slot 1;
+    node 2 promised only 2.1 and learned slot 1 by catch-up, which does not raise its
+    promise; then the Accept of the stale leader 2.1, for another value in slot 1, arrived.
+    It must be neither stored nor acknowledged (nor crash the node)."""
+    node = make_node()
+    step(node, prepare("2.1"))
+    step(node, CatchUpReply(3, 2, (SlotValue(1, value("x")),), 1, 0))
+    assert node.log[1].chosen and node.log[1].value == value("x")
+    ready = step(node, accept("2.1", (1, "y"), (2, "z")))
+    (reply,) = sent(ready, Accepted)
+    assert reply.ok and reply.slots == (2,)
+    assert node.log[1].value == value("x")
+    assert node.log[2].value == value("z")
