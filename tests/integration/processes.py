@@ -6,6 +6,7 @@ them through their Sequencer sockets, and stops only the processes it started, b
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -26,18 +27,34 @@ T = TypeVar("T")
 CLI = [sys.executable, "-m", "relstorage_paxos.cli"]
 
 
+PORTS_BASE = 20_000
+"""Test ports come from below Linux's ephemeral range (32768-60999), so that neither a
+port-0 bind nor an outgoing connection anywhere on the machine takes one between
+``free_ports`` choosing it and a node binding it."""
+
+PORTS_PER_WORKER = 3_000
+"""Each pytest-xdist worker hands out ports from its own range, so two never collide."""
+
+_next_port = itertools.count(os.getpid() % PORTS_PER_WORKER)
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out on 127.0.0.1 (closed again; a race with another
-    process is possible but unlikely on a test machine)."""
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    """Ports free on 127.0.0.1 now, never handed out before in this process (each one
+    bound once to check, and closed again)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = PORTS_BASE + (int(worker) if worker.isdigit() else 0) % 4 * PORTS_PER_WORKER
+    ports: list[int] = []
+    for _ in range(PORTS_PER_WORKER):
+        port = base + next(_next_port) % PORTS_PER_WORKER
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports from {base} on 127.0.0.1")
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout_s: float, poll_s: float = 0.05) -> T:
