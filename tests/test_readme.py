@@ -52,6 +52,8 @@ def test_readme_cluster_commands_work(tmp_path: Path) -> None:
         node.start()
         nodes.append(node)
     try:
+        for node in nodes:  # `status` below fails unless every node answers
+            wait_for(f"node {node.node_id}", node.status, 60)
         wait_for("a leader", lambda: any(n.status().role == "leader" for n in nodes), 60)
         status = subprocess.run(
             localize(shlex.split("relstorage-paxos status --data-dir /var/lib/zodb/node1"), 1),
