@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import apsw
 import transaction
 import ZODB
 import ZODB.config
@@ -14,6 +15,7 @@ from persistent import Persistent
 from ZODB.POSException import ConflictError
 
 from relstorage_paxos.config import NodeSettings
+from relstorage_paxos.replica.locks import DATABASE
 from relstorage_paxos.server import init_data_dir
 from tests.integration.processes import free_ports
 
@@ -110,3 +112,23 @@ def assert_conflict_then_retry(db1: ZODB.DB, db2: ZODB.DB) -> None:
     assert c1.root()["item"].value == 11
     c1.close()
     c2.close()
+
+
+def replica_rows(data_dir: Path, query: str) -> list[tuple[Any, ...]]:
+    """``query`` on the node's replica, read-only (as an application process reads it)."""
+    replica = apsw.Connection(str(data_dir / "replica.sqlite3"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return replica.execute(query).fetchall()
+    finally:
+        replica.close()
+
+
+def lock_requests(data_dir: Path) -> list[tuple[bool, bool]]:
+    """(granted, holds or wants the database lock) of each lock request, in queue order."""
+    rows = replica_rows(
+        data_dir,
+        "SELECT r.granted, EXISTS (SELECT 1 FROM paxos_lock_oid AS o WHERE o.txn_id = r.txn_id"
+        f" AND o.zoid = {DATABASE} AND o.exclusive) FROM paxos_lock_request AS r"
+        " ORDER BY r.queue_seq",
+    )
+    return [(bool(granted), bool(database)) for granted, database in rows]

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 import ZODB
 from ZODB.blob import Blob
@@ -24,8 +23,7 @@ from ZODB.POSException import ConflictError
 from ZODB.utils import u64
 
 from relstorage_paxos.errors import NotReplicatedError
-from relstorage_paxos.replica.locks import DATABASE
-from tests.adapter.support import Item, open_db
+from tests.adapter.support import Item, lock_requests, open_db, replica_rows
 from tests.integration.processes import ProcessCluster, running_cluster, wait_for
 
 JOIN_S = 30.0
@@ -57,30 +55,10 @@ def dbs(cluster: ProcessCluster, blob_dir: Path) -> Iterator[tuple[ZODB.DB, ZODB
     db2.close()
 
 
-def _replica_rows(cluster: ProcessCluster, node_id: int, query: str) -> list[tuple[Any, ...]]:
-    replica = apsw.Connection(
-        str(cluster.nodes[node_id].data_dir / "replica.sqlite3"), flags=apsw.SQLITE_OPEN_READONLY
-    )
-    try:
-        return replica.execute(query).fetchall()
-    finally:
-        replica.close()
-
-
-def _lock_requests(cluster: ProcessCluster, node_id: int) -> list[tuple[bool, bool]]:
-    """(granted, holds or wants the database lock) of each lock request, in queue order."""
-    rows = _replica_rows(
-        cluster,
-        node_id,
-        "SELECT r.granted, EXISTS (SELECT 1 FROM paxos_lock_oid AS o WHERE o.txn_id = r.txn_id"
-        f" AND o.zoid = {DATABASE} AND o.exclusive) FROM paxos_lock_request AS r"
-        " ORDER BY r.queue_seq",
-    )
-    return [(bool(granted), bool(database)) for granted, database in rows]
-
-
 def _last_tid(cluster: ProcessCluster, node_id: int) -> int:
-    ((last_tid,),) = _replica_rows(cluster, node_id, "SELECT last_tid FROM paxos_meta")
+    ((last_tid,),) = replica_rows(
+        cluster.nodes[node_id].data_dir, "SELECT last_tid FROM paxos_meta"
+    )
     assert isinstance(last_tid, int)
     return last_tid
 
@@ -175,7 +153,9 @@ def test_a_blob_committed_through_one_node_is_read_through_another(
     # The blobs stayed out of the log: no replica holds their content.
     cluster.wait_converged()
     for node_id in cluster.nodes:
-        assert _replica_rows(cluster, node_id, "SELECT COUNT(*) FROM blob_chunk") == [(0,)]
+        assert replica_rows(cluster.nodes[node_id].data_dir, "SELECT COUNT(*) FROM blob_chunk") == [
+            (0,)
+        ]
 
 
 def test_a_commit_on_another_node_waits_for_a_blob_transaction_between_vote_and_finish(
@@ -190,12 +170,14 @@ def test_a_commit_on_another_node_waits_for_a_blob_transaction_between_vote_and_
     _store_blob(storage, oid, b"after", txn)
     storage.tpc_vote(txn)
     # The vote holds the database lock, not object locks.
-    assert _lock_requests(cluster, 1) == [(True, True)]
+    assert lock_requests(cluster.nodes[1].data_dir) == [(True, True)]
     writer, results = _in_thread(lambda: _set(db2, "elsewhere", 2))
     try:
         # A different object, through node 2: its lock request waits behind the lock.
         wait_for(
-            "a waiting request", lambda: _lock_requests(cluster, 1)[1:] == [(False, False)], 30.0
+            "a waiting request",
+            lambda: lock_requests(cluster.nodes[1].data_dir)[1:] == [(False, False)],
+            30.0,
         )
         assert not results, results
         blob_tid = storage.tpc_finish(txn)
@@ -220,7 +202,7 @@ def test_a_transaction_without_blobs_takes_no_database_lock(
     _store(storage, _oid(db1, "plain"), txn)
     storage.tpc_vote(txn)
     try:
-        assert _lock_requests(cluster, 1) == [(True, False)]
+        assert lock_requests(cluster.nodes[1].data_dir) == [(True, False)]
         # Commits of other objects go on, from any node, while it is between vote and finish.
         writer, results = _in_thread(lambda: _set(db2, "other", 2))
         writer.join(JOIN_S)
@@ -243,10 +225,10 @@ def test_an_aborted_blob_transaction_leaves_nothing_behind_and_gives_the_lock_ba
     storage.tpc_vote(txn)
     (moved,) = _files_of(storage, oid) - committed  # moved under the tid chosen at vote
     aborted_tid = int(moved.removesuffix(".blob"), 16)
-    assert _lock_requests(cluster, 1) == [(True, True)]
+    assert lock_requests(cluster.nodes[1].data_dir) == [(True, True)]
     storage.tpc_abort(txn)
     # The abort's release is applied on node 1 before tpc_abort returns.
-    assert _lock_requests(cluster, 1) == []
+    assert lock_requests(cluster.nodes[1].data_dir) == []
     assert _files_of(storage, oid) == committed
     # The tid is burnt: the next commit, from any node, comes after it.
     assert _last_tid(cluster, 1) == aborted_tid
@@ -291,9 +273,9 @@ def test_a_change_between_the_object_locks_and_the_database_lock_fails_the_vote(
 
     b_thread, b_results = _in_thread(transaction_b)
     try:
-        wait_for("B waiting", lambda: len(_lock_requests(cluster, 1)) == 2, 30.0)
+        wait_for("B waiting", lambda: len(lock_requests(cluster.nodes[1].data_dir)) == 2, 30.0)
         c_thread, c_results = _in_thread(lambda: _set(db2, "x", 99))
-        wait_for("C waiting", lambda: len(_lock_requests(cluster, 1)) == 3, 30.0)
+        wait_for("C waiting", lambda: len(lock_requests(cluster.nodes[1].data_dir)) == 3, 30.0)
         holder.tpc_finish(held)
         b_thread.join(JOIN_S)
         c_thread.join(JOIN_S)
@@ -306,7 +288,7 @@ def test_a_change_between_the_object_locks_and_the_database_lock_fails_the_vote(
     assert _read_blob(db2, "z") == b"z after"
     with db1.transaction() as conn:
         assert conn.root()["x"].value == 99
-    wait_for("no lock left", lambda: _lock_requests(cluster, 1) == [], 30.0)
+    wait_for("no lock left", lambda: lock_requests(cluster.nodes[1].data_dir) == [], 30.0)
 
 
 def test_lock_early_is_still_refused(
@@ -317,7 +299,7 @@ def test_lock_early_is_still_refused(
     monkeypatch.setattr("relstorage.storage.tpc.vote.LOCK_EARLY", True)
     with pytest.raises(NotReplicatedError, match="RELSTORAGE_LOCK_EARLY"):
         _set(db1, "early", 2)
-    assert _lock_requests(cluster, 1) == []
+    assert lock_requests(cluster.nodes[1].data_dir) == []
     monkeypatch.undo()
     _set(db1, "early", 3)
     with db1.transaction() as conn:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-import apsw
 import pytest
 import transaction
 import ZODB
@@ -16,7 +15,7 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.POSException import POSKeyError, UndoError
 from ZODB.utils import p64, u64
 
-from tests.adapter.support import Item, open_db
+from tests.adapter.support import Item, lock_requests, open_db
 from tests.integration.processes import ProcessCluster, running_cluster, wait_for
 
 
@@ -114,18 +113,6 @@ def test_a_commit_waits_for_an_undo_holding_the_database_lock(
         assert u64(conn.root()["held"]._p_serial) > u64(undo_tid)
 
 
-def _lock_requests(cluster: ProcessCluster, node_id: int) -> int:
-    replica = apsw.Connection(
-        str(cluster.nodes[node_id].data_dir / "replica.sqlite3"), flags=apsw.SQLITE_OPEN_READONLY
-    )
-    try:
-        (count,) = replica.execute("SELECT COUNT(*) FROM paxos_lock_request").fetchone()
-    finally:
-        replica.close()
-    assert isinstance(count, int)
-    return count
-
-
 def test_an_aborted_undo_gives_the_database_lock_back(
     cluster: ProcessCluster, dbs: tuple[ZODB.DB, ZODB.DB]
 ) -> None:
@@ -135,10 +122,10 @@ def test_an_aborted_undo_gives_the_database_lock_back(
     txn = TransactionMetaData()
     storage.tpc_begin(txn)
     storage.undo(_last_undoable_id(db1), txn)
-    assert _lock_requests(cluster, 1) == 1
+    assert lock_requests(cluster.nodes[1].data_dir) == [(True, True)]  # granted, database
     storage.tpc_abort(txn)
     # The abort's release is applied on node 1 before tpc_abort returns.
-    assert _lock_requests(cluster, 1) == 0
+    assert lock_requests(cluster.nodes[1].data_dir) == []
     _set(db2, "aborted", 2)
     assert _get(db1, "aborted") == 2
 
