@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--small-messages", action="store_true", help="cut nearly every message into parts"
     )
+    parser.add_argument(
+        "--leases", action="store_true", help="read leases, with drifting and jumping clocks"
+    )
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     events = deliveries = 0
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 nodes=args.nodes,
                 fault_ticks=args.fault_ticks,
                 options=dict(SMALL_MESSAGES) if args.small_messages else {},
+                leases=args.leases,
                 **extra,
             )
         )

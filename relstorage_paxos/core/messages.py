@@ -159,13 +159,15 @@ class Promise:
 @dataclass(frozen=True, slots=True)
 class Accept:
     """Phase 2a for several slots at once; ``commit`` tells the acceptor how far the leader
-    knows the log to be chosen (learning piggybacks on phase 2)."""
+    knows the log to be chosen (learning piggybacks on phase 2), ``finished`` how far every
+    read-lease holder has it too (see ``Node.finished``)."""
 
     src: int
     dst: int
     ballot: Ballot
     entries: tuple[SlotValue, ...]
     commit: int
+    finished: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,23 +186,31 @@ class Heartbeat:
     rounds in its ballot (the first is 1), and the reply echoes it: a reply to round ``n``
     confirms ReadIndex rounds up to ``n`` (Raft thesis §6.4), and, since the transport
     delivers one node's messages to another in order, shows which Accepts sent before round
-    ``n`` were lost (a reordering network only makes the leader resend one needlessly)."""
+    ``n`` were lost (a reordering network only makes the leader resend one needlessly).
+
+    ``lease_seq``, when not 0, grants the receiver a read lease that started when it sent
+    its reply to round ``lease_seq`` (core/lease.py); ``finished`` is as in ``Accept``."""
 
     src: int
     dst: int
     ballot: Ballot
     commit: int
     read_seq: int
+    finished: int = 0
+    lease_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatReply:
+    """``commit``: the sender's, which a read-lease holder counts as acknowledged."""
+
     src: int
     dst: int
     ballot: Ballot
     ok: bool
     promised: Ballot
     read_seq: int
+    commit: int = 0
 
 
 @dataclass(frozen=True, slots=True)

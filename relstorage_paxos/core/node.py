@@ -36,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from relstorage_paxos.core.ballot import ZERO_BALLOT, Ballot
+from relstorage_paxos.core.lease import LeaseTimes
 from relstorage_paxos.core.messages import (
     NOOP,
     Accept,
@@ -112,8 +113,34 @@ class _Leadership:
     read_seq: int = 0
     """The number of the last heartbeat round (see ``Heartbeat``)."""
     commit_sent: int = 0
+    finished_sent: int = 0
     read_rounds: list[_ReadRound] = field(default_factory=list)
     reads_waiting: list[tuple[bytes, int]] = field(default_factory=list)
+    # Read leases (see ``Node.finished``); times are our clock's, in µs.
+    won_us: int = 0
+    won_tick: int = 0
+    heartbeat_sent_us: dict[int, int] = field(default_factory=dict)
+    """By ``read_seq``: when that heartbeat round went out (kept while it may matter)."""
+    heard_us: dict[int, int] = field(default_factory=dict)
+    """By peer: when the latest heartbeat round it answered went out."""
+    holder_until_us: dict[int, int] = field(default_factory=dict)
+    holder_tick: dict[int, int] = field(default_factory=dict)
+    """By peer: until when (and from which of our ticks) we honour its read lease."""
+    lease_seq: dict[int, int] = field(default_factory=dict)
+    """By peer: the latest reply of its that we honour, granted in our next heartbeat."""
+    peer_commit: dict[int, int] = field(default_factory=dict)
+    finish_acks: dict[int, set[int]] = field(default_factory=dict)
+    """Slots chosen or in phase 2 above ``finished``: the peers that acknowledged them."""
+
+
+@dataclass(slots=True)
+class _HeldLease:
+    """A read lease this node holds: linearizable local reads until ``until_us`` by our
+    clock, while we have promised no ballot above ``ballot``, at or above ``floor``."""
+
+    ballot: Ballot
+    until_us: int
+    floor: int
 
 
 class Node:
@@ -174,6 +201,31 @@ class Node:
         """The ballot ``leader`` last spoke in."""
         self._local_reads: set[bytes] = set()
 
+        # Read leases (off when ``read_lease_us`` is 0).
+        self._lease_times = (
+            LeaseTimes(
+                options.read_lease_us,
+                options.clock_drift_ppm,
+                options.lease_margin_us,
+                options.tick_us,
+            )
+            if options.read_lease_us
+            else None
+        )
+        self._now_us = 0
+        self._ticks = 0
+        self._quiet_ticks = options.election_timeout_ticks if self._lease_times else 0
+        """After a (re)start we may have answered a leader's heartbeat just before: promise
+        nobody for as long as we would have refused to then (the leader's lease counts on it)."""
+        self.finished: int = self.commit if self._lease_times is None else 0
+        self._held: _HeldLease | None = None
+        self._reply_ballot = ZERO_BALLOT
+        self._reply_sent_us: dict[int, int] = {}
+        """By ``read_seq``, in ``_reply_ballot``: when we answered that heartbeat."""
+        self._acked_ballot = ZERO_BALLOT
+        self._acked_max = 0
+        """The highest slot we acknowledged an Accept for in ``_acked_ballot``."""
+
         # Output accumulated for the next Ready.
         self._out_messages: list[Message] = []
         self._out_promised = False
@@ -189,10 +241,46 @@ class Node:
 
     def tick(self) -> None:
         """One unit of logical time (the runtime calls it every ``tick`` seconds)."""
+        self._ticks += 1
+        self._quiet_ticks = max(0, self._quiet_ticks - 1)
         if self.role is Role.LEADER:
             self._tick_leader()
+            self._advance_finished()
         else:
             self._tick_follower()
+
+    def set_time(self, now_us: int) -> None:
+        """The runtime's monotonic clock, in µs, before each batch of inputs: read leases
+        are measured with it (ticks alone could run late). A clock that goes back breaks the
+        lease assumptions: we then give up every lease we hold and honour every one we
+        granted for a full term again."""
+        if now_us < self._now_us:
+            logger.warning("node %d: clock went back %d us", self.id, self._now_us - now_us)
+            self._held = None
+            if self._lead is not None:
+                self._lead.won_us, self._lead.won_tick = now_us, self._ticks
+                self._lead.heard_us.clear()
+        self._now_us = now_us
+
+    def lease_read(self) -> tuple[int, int] | None:
+        """``(floor, until_us)`` while this node may serve linearizable reads locally: a
+        read that starts before ``until_us`` (our clock) and sees every slot up to ``floor``
+        applied sees every commit finished anywhere before it began. ``None``: use
+        ``read_index``. Check again after any wait: the floor rises and the lease ends."""
+        if self._lease_times is None:
+            return None
+        if self.role is Role.LEADER:
+            lead = self._lead
+            assert lead is not None
+            until_us = self._leader_lease_until()
+            if self.commit < lead.phase1_end or until_us <= self._now_us:
+                return None
+            return self.commit, until_us
+        held = self._held
+        if held is None or held.ballot != self.promised or held.until_us <= self._now_us:
+            return None
+        acked = self._acked_max if self._acked_ballot == held.ballot else 0
+        return max(held.floor, acked, self.commit), held.until_us
 
     def propose(self, request_id: bytes, payload: bytes) -> None:
         """Ask for a value to be chosen. The proposer learns the outcome when a chosen slot
@@ -374,7 +462,7 @@ class Node:
 
     def on_pre_vote(self, m: PreVote) -> None:
         self._see_ballot(m.ballot)
-        ok = m.ballot > self.promised and not self._leader_alive()
+        ok = m.ballot > self.promised and not self._leader_alive() and not self._quiet_ticks
         self._send(PreVoteReply(self.id, m.src, m.ballot, ok, self.promised))
 
     def on_pre_vote_reply(self, m: PreVoteReply) -> None:
@@ -424,6 +512,14 @@ class Node:
         self._see_ballot(m.ballot)
         if m.ballot < self.promised:
             return f"promised {self.promised}"
+        if self._lease_times is not None and m.ballot > self.promised:
+            # The leader's lease (lease.py) counts on a majority refusing any other leader
+            # for an election timeout after hearing from it: pre-vote alone does not, since
+            # a candidate's Prepare may reach us after we heard from a live leader again.
+            if self._leader_alive() and m.src != self.leader:
+                return f"node {self.leader} leads"
+            if self._quiet_ticks:
+                return "restarted within an election timeout"
         return None
 
     def _promise_parts(self, dst: int, ballot: Ballot, from_slot: int) -> tuple[Promise, ...]:
@@ -472,6 +568,7 @@ class Node:
             return
         self.role = Role.LEADER
         self.leader = self.id
+        lead.won_us, lead.won_tick = self._now_us, self._ticks
         self._check_quorum_elapsed = 0
         self._heartbeat_elapsed = 0
         self._catch_up_peer = None
@@ -643,6 +740,7 @@ class Node:
             for peer in self.peers:
                 self._send_accepts(lead, peer, new)
             lead.commit_sent = self.commit
+            lead.finished_sent = self.finished
 
     def _send_accepts(self, lead: _Leadership, peer: int, entries: list[SlotValue]) -> None:
         """Accept ``entries`` in as many messages as ``message_bytes_max`` needs."""
@@ -650,7 +748,9 @@ class Node:
             entries, lambda sv: entry_size(sv.value), self.options.message_bytes_max
         )
         for run in runs:
-            self._send(Accept(self.id, peer, lead.ballot, tuple(run), self.commit))
+            self._send(
+                Accept(self.id, peer, lead.ballot, tuple(run), self.commit, self.finished)
+            )
         for sv in entries:
             lead.sent_seq[sv.slot][peer] = lead.read_seq
 
@@ -659,11 +759,14 @@ class Node:
         is applied there one message after the leader learns it is chosen, not at the next
         heartbeat. An Accept without entries carries it and gets no reply."""
         lead = self._lead
-        if self.role is not Role.LEADER or lead is None or self.commit <= lead.commit_sent:
+        if self.role is not Role.LEADER or lead is None:
+            return
+        if self.commit <= lead.commit_sent and self.finished <= lead.finished_sent:
             return
         for peer in self.peers:
-            self._send(Accept(self.id, peer, lead.ballot, (), self.commit))
+            self._send(Accept(self.id, peer, lead.ballot, (), self.commit, self.finished))
         lead.commit_sent = self.commit
+        lead.finished_sent = self.finished
 
     def _propose_in_slot(self, slot: int, value: Value) -> None:
         """Accept ``value`` locally in our ballot (the leader is also an acceptor)."""
@@ -726,9 +829,14 @@ class Node:
             if existing is not None and existing.ballot == m.ballot and existing.value == sv.value:
                 continue  # a resend: durable already (accepted values are stored with sync)
             self._store(LogEntry(sv.slot, m.ballot, sv.value, False), sync=True)
+        if acked:
+            if self._acked_ballot != m.ballot:
+                self._acked_ballot, self._acked_max = m.ballot, 0
+            self._acked_max = max(self._acked_max, *acked)
         if m.entries:  # an Accept without entries only announces the leader's commit
             self._send(Accepted(self.id, m.src, m.ballot, True, self.promised, tuple(acked)))
         self._learn_commit(m.src, m.ballot, m.commit)
+        self._learn_finished(m.finished)
 
     def _ignore_accept(self, m: Accept) -> str | None:
         self._see_ballot(m.ballot)
@@ -753,6 +861,8 @@ class Node:
             if acks is not None:
                 acks.add(m.src)
                 self._check_chosen(slot)
+            if self._lease_times is not None and slot > self.finished:
+                lead.finish_acks.setdefault(slot, set()).add(m.src)
         self._advance_commit()
 
     def _check_chosen(self, slot: int) -> None:
@@ -791,6 +901,7 @@ class Node:
             self.commit += 1
         if self._catch_up_peer is not None and self.commit >= self._catch_up_target:
             self._catch_up_peer = None
+        self._advance_finished()
         self._answer_reads()
 
     def _learn_commit(self, leader: int, ballot: Ballot, leader_commit: int) -> None:
@@ -884,10 +995,29 @@ class Node:
     def _broadcast_heartbeat(self) -> None:
         lead = self._lead
         assert lead is not None
-        lead.read_seq += 1
-        for peer in self.peers:
-            self._send(Heartbeat(self.id, peer, lead.ballot, self.commit, lead.read_seq))
+        self._send_heartbeats(lead)
         lead.commit_sent = self.commit
+        lead.finished_sent = self.finished
+
+    def _send_heartbeats(self, lead: _Leadership) -> None:
+        """One heartbeat round: each renews the read lease of a peer whose reply we
+        registered, if we may grant one now (``_may_grant``)."""
+        lead.read_seq += 1
+        lead.heartbeat_sent_us[lead.read_seq] = self._now_us
+        grant = self._may_grant()
+        for peer in self.peers:
+            lease_seq = lead.lease_seq.get(peer, 0) if grant else 0
+            self._send(
+                Heartbeat(
+                    self.id,
+                    peer,
+                    lead.ballot,
+                    self.commit,
+                    lead.read_seq,
+                    self.finished,
+                    lease_seq,
+                )
+            )
 
     def on_heartbeat(self, m: Heartbeat) -> None:
         self._see_ballot(m.ballot)
@@ -895,8 +1025,42 @@ class Node:
             self._send(HeartbeatReply(self.id, m.src, m.ballot, False, self.promised, m.read_seq))
             return
         self._heard_from_leader(m.src, m.ballot)
-        self._send(HeartbeatReply(self.id, m.src, m.ballot, True, self.promised, m.read_seq))
+        if self._lease_times is not None:
+            self._take_grant(m)
+            if self._reply_ballot != m.ballot:
+                self._reply_ballot, self._reply_sent_us = m.ballot, {}
+            # Our lease, if this reply is granted, starts now: before the reply leaves.
+            self._reply_sent_us[m.read_seq] = self._now_us
+        self._send(
+            HeartbeatReply(self.id, m.src, m.ballot, True, self.promised, m.read_seq, self.commit)
+        )
         self._learn_commit(m.src, m.ballot, m.commit)
+        self._learn_finished(m.finished)
+
+    def _take_grant(self, m: Heartbeat) -> None:
+        """``m`` grants us a lease from our reply to round ``m.lease_seq`` on: it lasts
+        ``read_lease_us`` from when we sent that reply, and covers what the leader knew
+        chosen when it granted (everything finished before it began to count on us)."""
+        times = self._lease_times
+        assert times is not None
+        if not m.lease_seq or m.ballot != self._reply_ballot:
+            return
+        sent_us = self._reply_sent_us.get(m.lease_seq)
+        if sent_us is None:
+            return
+        until_us = sent_us + times.duration_us
+        held = self._held
+        if held is None or held.ballot != m.ballot:
+            self._held = _HeldLease(m.ballot, until_us, m.commit)
+        else:
+            held.until_us = max(held.until_us, until_us)
+            held.floor = max(held.floor, m.commit)
+        for seq in [seq for seq in self._reply_sent_us if seq <= m.lease_seq]:
+            del self._reply_sent_us[seq]
+
+    def _learn_finished(self, finished: int) -> None:
+        if self._lease_times is not None:
+            self.finished = max(self.finished, finished)
 
     def on_heartbeat_reply(self, m: HeartbeatReply) -> None:
         self._see_ballot(m.promised)
@@ -913,8 +1077,108 @@ class Node:
         for rnd in lead.read_rounds:
             if rnd.seq <= m.read_seq:
                 rnd.acks.add(m.src)
+        if self._lease_times is not None:
+            self._register_holder(lead, m)
         self._resend_accepts(lead, m.src, m.read_seq)
         self._answer_reads()
+        self._advance_finished()
+
+    # ------------------------------------------------------------------ read leases
+
+    def _register_holder(self, lead: _Leadership, m: HeartbeatReply) -> None:
+        """From now on, a commit is finished only once ``m.src`` has it too, for as long as
+        the lease this reply may earn it can last (``LeaseTimes.grantor_us``, and as many
+        ticks); our next heartbeat grants it."""
+        times = self._lease_times
+        assert times is not None
+        peer = m.src
+        lead.holder_until_us[peer] = max(
+            lead.holder_until_us.get(peer, 0), self._now_us + times.grantor_us
+        )
+        lead.holder_tick[peer] = self._ticks
+        lead.lease_seq[peer] = max(lead.lease_seq.get(peer, 0), m.read_seq)
+        lead.peer_commit[peer] = max(lead.peer_commit.get(peer, 0), m.commit)
+        sent_us = lead.heartbeat_sent_us.get(m.read_seq)
+        if sent_us is not None:
+            lead.heard_us[peer] = max(lead.heard_us.get(peer, 0), sent_us)
+        horizon_us = self._now_us - times.leader_lease_us(self.options.election_timeout_ticks)
+        for seq in [seq for seq, at in lead.heartbeat_sent_us.items() if at < horizon_us]:
+            del lead.heartbeat_sent_us[seq]
+
+    def _leader_lease_until(self) -> int:
+        """Until when (our clock) no other node can be leader: a majority, counting us,
+        answered heartbeats sent since ``until - leader_lease_us``, and each of them refuses
+        other leaders for an election timeout after hearing from us (``_ignore_prepare``)."""
+        times = self._lease_times
+        lead = self._lead
+        assert times is not None and lead is not None
+        heard = sorted(lead.heard_us.values(), reverse=True)
+        needed = len(self.members) // 2  # peers, besides us
+        if needed == 0:
+            return self._now_us + times.leader_lease_us(self.options.election_timeout_ticks)
+        if len(heard) < needed:
+            return 0
+        return heard[needed - 1] + times.leader_lease_us(self.options.election_timeout_ticks)
+
+    def _may_grant(self) -> bool:
+        """Grant read leases only while we are sure to lead (so that a leader elected after
+        us knows how long to honour them: ``_holders``) and know every earlier commit."""
+        lead = self._lead
+        if self._lease_times is None or lead is None or self.role is not Role.LEADER:
+            return False
+        return self.commit >= lead.phase1_end and self._leader_lease_until() > self._now_us
+
+    def _holders(self, lead: _Leadership) -> list[int]:
+        """The peers whose read lease we may still have to honour now. For a full lease
+        term after we won, everyone: a previous leader's grants (made while it was sure to
+        lead, so before we won) may still run."""
+        times = self._lease_times
+        assert times is not None
+
+        def running(since_us: int, since_tick: int) -> bool:
+            return (
+                self._now_us < since_us + times.grantor_us
+                or self._ticks - since_tick < times.grantor_ticks
+            )
+
+        if running(lead.won_us, lead.won_tick):
+            return list(self.peers)
+        return [
+            peer
+            for peer in self.peers
+            if peer in lead.holder_tick
+            and (
+                self._now_us < lead.holder_until_us[peer]
+                or self._ticks - lead.holder_tick[peer] < times.grantor_ticks
+            )
+        ]
+
+    def _advance_finished(self) -> None:
+        """A leader's ``finished``: the slots, in order, that are chosen and acknowledged
+        by every peer whose read lease may run (an Accepted for the slot, or a commit at or
+        past it). A commit is reported finished, to its client, only up to here: so a lease
+        holder that serves a read without the network has every finished commit."""
+        if self._lease_times is None:
+            self.finished = self.commit
+            return
+        lead = self._lead
+        if self.role is not Role.LEADER or lead is None:
+            return
+        holders = self._holders(lead)
+        finished = self.finished
+        if holders:
+            covered = min(lead.peer_commit.get(peer, 0) for peer in holders)
+            finished = max(finished, min(self.commit, covered))
+        else:
+            finished = self.commit
+        while finished < self.commit:
+            acks = lead.finish_acks.get(finished + 1, set())
+            if not all(peer in acks or lead.peer_commit.get(peer, 0) > finished for peer in holders):
+                break
+            finished += 1
+        for slot in [slot for slot in lead.finish_acks if slot <= finished]:
+            del lead.finish_acks[slot]
+        self.finished = finished
 
     # ------------------------------------------------------------------ ReadIndex
 
@@ -946,13 +1210,11 @@ class Node:
             return
         if self.commit < lead.phase1_end or lead.read_rounds:
             return
-        lead.read_seq += 1
         lead.read_rounds.append(
-            _ReadRound(lead.read_seq, self.commit, lead.reads_waiting, {self.id})
+            _ReadRound(lead.read_seq + 1, self.commit, lead.reads_waiting, {self.id})
         )
         lead.reads_waiting = []
-        for peer in self.peers:
-            self._send(Heartbeat(self.id, peer, lead.ballot, self.commit, lead.read_seq))
+        self._send_heartbeats(lead)
         self._answer_reads()
 
     def _answer_reads(self) -> None:

@@ -29,6 +29,15 @@ class NodeOptions:
     pending_proposals_max: int = 100_000
     """Proposals a node holds while it knows no leader; older ones are dropped first (clients
     retry those whose fate they do not learn)."""
+    read_lease_us: int = 0
+    """Read leases (``core/lease.py``): how long one grant lets a node serve linearizable
+    reads from its own replica, by its clock; 0 turns them off (every read is a ReadIndex
+    round, and a commit is finished once chosen)."""
+    clock_drift_ppm: int = 1000
+    """The most any node's monotonic clock may run fast or slow, in parts per million."""
+    lease_margin_us: int = 5_000
+    tick_us: int = 50_000
+    """The runtime's tick length: leases are measured in time and in ticks (see lease.py)."""
 
     def __post_init__(self) -> None:
         assert self.node_id in self.members, (self.node_id, sorted(self.members))
@@ -41,3 +50,4 @@ class NodeOptions:
         assert self.message_bytes_max >= 1, self.message_bytes_max
         assert self.record_bytes_max >= 1, self.record_bytes_max
         assert self.catchup_slots_max >= 1, self.catchup_slots_max
+        assert self.read_lease_us >= 0, self.read_lease_us

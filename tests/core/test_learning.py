@@ -70,7 +70,7 @@ def test_leader_announces_its_commit_at_once_and_gets_no_reply() -> None:
     leader.step(Accepted(2, 1, b, True, b, (1,)))
     ready = cycle(leader)
     assert ready.chosen == (SlotValue(1, value("a")),)
-    assert ready.messages == (Accept(1, 2, b, (), 1), Accept(1, 3, b, (), 1)), ready.messages
+    assert ready.messages == (Accept(1, 2, b, (), 1, 1), Accept(1, 3, b, (), 1, 1)), ready.messages
     assert cycle(leader).is_empty(), "announced once"
 
     follower = make_node(node_id=2)

@@ -65,11 +65,24 @@ class SimConfig:
     compact_keep_slots: int = 20
     compact_every_slots: int = 40
     options: dict[str, int] = field(default_factory=dict)
+    leases: bool = False
+    """Read leases on (``LEASES`` joins ``options``): clients read through ``lease_read``
+    when a node offers it, and every node's clock drifts and jumps (below)."""
+    clock_drift_ppm: int = 900
+    """With leases: each node's clock runs fast or slow by up to this much (the core
+    assumes ``LEASES["clock_drift_ppm"]``)."""
+    clock_jump_rate: float = 0.002
+    """With leases: chance per tick that the nemesis jumps a node's clock forward."""
+    clock_jump_ticks: tuple[int, int] = (1, 30)
 
     def reproducer(self) -> str:
         harsh = " --harsh" if self.crash_rate == HARSH["crash_rate"] else ""
         small = " --small-messages" if self.options == SMALL_MESSAGES else ""
-        return f"scripts/sim.py --seed {self.seed} --nodes {self.nodes}{harsh}{small}"
+        leases = " --leases" if self.leases else ""
+        return f"scripts/sim.py --seed {self.seed} --nodes {self.nodes}{harsh}{small}{leases}"
+
+    def node_options(self) -> dict[str, int]:
+        return {**LEASES, **self.options} if self.leases else dict(self.options)
 
 
 HARSH: dict[str, float] = {
@@ -80,6 +93,15 @@ HARSH: dict[str, float] = {
 }
 """A nemesis three times as busy (``SimConfig(seed, **HARSH)``), for the broken-variant runs
 and a share of the default seeds."""
+
+LEASES: dict[str, int] = {
+    "read_lease_us": 6 * TICK_US,
+    "clock_drift_ppm": 1000,
+    "lease_margin_us": 1000,
+    "tick_us": TICK_US,
+}
+"""Read-lease options of ``SimConfig(leases=True)``: a lease of 6 ticks, renewed by every
+heartbeat (2 ticks), against an election timeout of 10."""
 
 SMALL_MESSAGES: dict[str, int] = {"message_bytes_max": 150, "batch_bytes_max": 64}
 """Core options under which the clients' small proposals fill messages
@@ -135,7 +157,19 @@ class SimNode:
         self.backlog: list[Callable[[], None]] = []
         self.node: Node
         self.waiting_reads: dict[bytes, int] = {}
+        self.lease_reads: dict[bytes, int] = {}
+        """Reads served from a read lease: request id -> when the client started it."""
+        self.unfinished: dict[bytes, int] = {}
+        """Requests applied here whose slot is not yet finished (``Node.finished``)."""
+        cfg = sim.config
+        drift = sim.rng.randint(-cfg.clock_drift_ppm, cfg.clock_drift_ppm) if cfg.leases else 0
+        self.clock_rate = 1 + drift / 1_000_000
+        self.clock_jumped_us = 0
         self.start()
+
+    def clock_us(self) -> int:
+        """This node's monotonic clock: its own rate, and the forward jumps it suffered."""
+        return int(self.sim.now_us * self.clock_rate) + self.clock_jumped_us
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` against the core now, or after the pause if the process is stopped."""
@@ -144,6 +178,7 @@ class SimNode:
         if self.paused:
             self.backlog.append(fn)
             return
+        self.node.set_time(self.clock_us())
         fn()
         self.drain()
 
@@ -160,7 +195,7 @@ class SimNode:
         return NodeOptions(
             node_id=self.id,
             members=frozenset(range(1, self.sim.config.nodes + 1)),
-            **self.sim.config.options,
+            **self.sim.config.node_options(),
         )
 
     def durable_state(self) -> PersistentState:
@@ -169,10 +204,13 @@ class SimNode:
     def start(self) -> None:
         rng = random.Random(self.sim.rng.getrandbits(64))
         self.node = self.node_class(self.options(), rng, self.durable_state(), self.sm.applied)
+        self.node.set_time(self.clock_us())
         self.up = True
         self.paused = False
         self.backlog = []
         self.waiting_reads = {}
+        self.lease_reads = {}
+        self.unfinished = {}
         self.drain()
 
     def crash(self) -> None:
@@ -193,6 +231,8 @@ class SimNode:
             if snapshot_slot:
                 self.node.restore_snapshot(snapshot_slot)
             self.maybe_compact()
+        if self.up:
+            self.finish_requests()
 
     def send_all(self, ready: Ready) -> None:
         for m in ready.messages:
@@ -212,6 +252,31 @@ class SimNode:
             if self.sm.applied >= slot:
                 del self.waiting_reads[request_id]
                 self.sim.on_read_done(self, request_id, slot)
+
+    def finish_requests(self) -> None:
+        """Answer what may be answered now: proposals whose slot is finished, and lease
+        reads whose floor is applied while the lease still holds (checked at this moment,
+        after any wait); a read whose lease lapsed falls back to ReadIndex."""
+        finished = min(self.node.finished, self.sm.applied)
+        for request_id, slot in list(self.unfinished.items()):
+            if slot <= finished:
+                del self.unfinished[request_id]
+                self.sim.on_finished(self, request_id)
+        for request_id in list(self.lease_reads):
+            lease = self.node.lease_read()
+            if lease is None:
+                del self.lease_reads[request_id]
+                self.node.read_index(request_id)
+            elif self.sm.applied >= lease[0]:
+                del self.lease_reads[request_id]
+                self.sim.on_read_done(self, request_id, lease[0])
+
+    def start_read(self, request_id: bytes) -> None:
+        if self.node.lease_read() is not None:
+            self.lease_reads[request_id] = self.sim.now_us
+            self.sim.stats["lease_reads"] += 1
+        else:
+            self.node.read_index(request_id)
 
     def fetch_snapshot(self, ready: Ready) -> int:
         request = ready.snapshot_request
@@ -346,10 +411,11 @@ class Simulation:
         self.now_us = max(self.now_us, end_us)
 
     def tick(self, node_id: int) -> None:
+        """A node's ticks follow its own clock's rate, as the runtime's do."""
         node = self.nodes[node_id]
         if node.up and not node.paused:
             node.call(node.node.tick)
-        self.schedule(TICK_US, self.tick, node_id)
+        self.schedule(int(TICK_US / node.clock_rate), self.tick, node_id)
 
     # -------------------------------------------------------------- nemesis
 
@@ -369,6 +435,10 @@ class Simulation:
             sleeper.pause()
             self.stats["pauses"] += 1
             self.schedule(rng.randint(*cfg.pause_ticks) * TICK_US, sleeper.resume)
+        if cfg.leases and rng.random() < cfg.clock_jump_rate:
+            jumper = rng.choice(list(self.nodes.values()))
+            jumper.clock_jumped_us += rng.randint(*cfg.clock_jump_ticks) * TICK_US
+            self.stats["clock_jumps"] += 1
         if rng.random() < cfg.partition_rate and not self.network.cut and cfg.nodes > 1:
             self.network.cut = self.random_cut()
             self.stats["partitions"] += 1
@@ -429,9 +499,9 @@ class Simulation:
             request_id, payload, started_us, deadline, node.id
         )
         if request_id in node.sm.first_slot:
-            self.on_applied(node, request_id)
-            return
-        node.call(lambda: node.node.propose(request_id, payload))
+            node.call(lambda: self.on_applied(node, request_id))
+        else:
+            node.call(lambda: node.node.propose(request_id, payload))
         self.schedule(deadline - self.now_us, self.client_timeout, request_id, deadline)
 
     def client_timeout(self, request_id: bytes, deadline: int) -> None:
@@ -440,6 +510,13 @@ class Simulation:
             self._send_proposal(request_id, req.payload, req.started_us)
 
     def on_applied(self, node: SimNode, request_id: bytes) -> None:
+        """Applied on ``node``: acknowledged once its slot is finished there (the runtime
+        answers a proposal only then)."""
+        req = self.proposals.get(request_id)
+        if req is not None and req.node == node.id:
+            node.unfinished[request_id] = node.sm.first_slot[request_id]
+
+    def on_finished(self, node: SimNode, request_id: bytes) -> None:
         req = self.proposals.get(request_id)
         if req is not None and req.node == node.id:
             del self.proposals[request_id]
@@ -456,7 +533,7 @@ class Simulation:
         node = self.up_node()
         deadline = self.now_us + self.config.client_timeout_ticks * TICK_US
         self.reads[request_id] = ClientRequest(request_id, b"", started_us, deadline, node.id)
-        node.call(lambda: node.node.read_index(request_id))
+        node.call(lambda: node.start_read(request_id))
         self.schedule(deadline - self.now_us, self.read_timeout, request_id, deadline)
 
     def read_timeout(self, request_id: bytes, deadline: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sim.cluster import HARSH, SMALL_MESSAGES, SimConfig, Simulation
+from tests.sim.cluster import HARSH, SMALL_MESSAGES, TICK_US, SimConfig, Simulation
 
 SEEDS_PER_CHUNK = 50
 CHUNKS = {(3, False): 24, (5, False): 16, (1, False): 1, (3, True): 4, (5, True): 2}
@@ -29,6 +29,34 @@ def test_seeds(nodes: int, harsh: bool, chunk: int) -> None:
         assert sim.checker.reads_checked > 0, seed
     # A run that acknowledges nothing would make every check above vacuous.
     assert acked > 100 * SEEDS_PER_CHUNK, acked
+
+
+LEASE_CHUNKS = {(3, False): 6, (5, False): 4, (3, True): 2, (5, True): 2}
+
+
+@pytest.mark.parametrize(
+    ("nodes", "harsh", "chunk"),
+    [(n, harsh, chunk) for (n, harsh), chunks in LEASE_CHUNKS.items() for chunk in range(chunks)],
+)
+def test_seeds_with_read_leases(nodes: int, harsh: bool, chunk: int) -> None:
+    """Read leases under drifting and jumping clocks: most reads are served from a lease,
+    and every one of them must still see every commit acknowledged before it began."""
+    acked = lease_reads = 0
+    extra = HARSH if harsh else {}
+    for seed in range(chunk * SEEDS_PER_CHUNK, (chunk + 1) * SEEDS_PER_CHUNK):
+        sim = Simulation(SimConfig(seed=seed, nodes=nodes, leases=True, **extra)).run()
+        acked += len(sim.checker.acked)
+        lease_reads += sim.stats["lease_reads"]
+        assert sim.checker.reads_checked > 0, seed
+    assert acked > 100 * SEEDS_PER_CHUNK, acked
+    assert lease_reads > 100 * SEEDS_PER_CHUNK, lease_reads
+
+
+def test_seeds_with_leases_that_outlast_an_election() -> None:
+    """Leases longer than an election timeout: a new leader honours its predecessor's."""
+    for seed in range(SEEDS_PER_CHUNK):
+        options = {"read_lease_us": 30 * TICK_US}
+        Simulation(SimConfig(seed=seed, nodes=5, leases=True, options=options, **HARSH)).run()
 
 
 @pytest.mark.parametrize(("nodes", "harsh"), [(3, False), (5, False), (3, True)])

@@ -7,14 +7,14 @@ one of them, its faults or checkers would have gone soft.
 from __future__ import annotations
 
 import dataclasses
-
 import pytest
 
 from relstorage_paxos.core import Ballot, Node, Persist, PersistentState, Promise, Role
+from relstorage_paxos.core.messages import Heartbeat
 from relstorage_paxos.core.node import _Leadership
 from relstorage_paxos.log.store import MemoryLogStore
 from tests.sim.checkers import SimulationFailure
-from tests.sim.cluster import HARSH, SMALL_MESSAGES, SimConfig, SimNode, Simulation
+from tests.sim.cluster import HARSH, SMALL_MESSAGES, TICK_US, SimConfig, SimNode, Simulation
 
 SEED_BUDGET = 500
 
@@ -81,6 +81,60 @@ def test_broken_variant_is_caught(
     for seed in range(SEED_BUDGET):
         try:
             config = SimConfig(seed=seed, nodes=nodes, options=dict(options), **HARSH)
+            Simulation(config, node_factory=variant).run()
+        except SimulationFailure as failure:
+            print(f"{variant.__name__} ({nodes} nodes) caught at seed {seed}: {failure}")
+            return
+    pytest.fail(f"{variant.__name__} survived {SEED_BUDGET} seeds")
+
+
+# -- read leases: each variant breaks one step of the argument in core/lease.py ------------
+
+
+class _LeaseFromGrantArrival(Node):
+    """A holder that dates its lease from the grant's arrival, not from its own reply: a
+    grant delayed in the network then outlives what the leader honours."""
+
+    def _take_grant(self, m: Heartbeat) -> None:
+        if m.lease_seq and m.lease_seq in self._reply_sent_us:
+            self._reply_sent_us[m.lease_seq] = self._now_us
+        super()._take_grant(m)
+
+
+class LeaseFromGrantArrival(SimNode):
+    node_class = _LeaseFromGrantArrival
+
+
+class _IgnoresEarlierLeases(Node):
+    """A new leader that honours only the leases it granted itself."""
+
+    def _holders(self, lead: _Leadership) -> list[int]:
+        lead.won_us, lead.won_tick = -(10**12), -(10**9)
+        return super()._holders(lead)
+
+
+class NewLeaderIgnoresEarlierLeases(SimNode):
+    node_class = _IgnoresEarlierLeases
+
+
+LONG_LEASE = {"read_lease_us": 30 * TICK_US}
+"""Leases that outlast an election (30 ticks against an election timeout of 10), so that a
+new leader meets leases its predecessor granted."""
+
+
+@pytest.mark.parametrize(
+    ("variant", "nodes", "options"),
+    [
+        (LeaseFromGrantArrival, 3, {}),
+        (NewLeaderIgnoresEarlierLeases, 5, LONG_LEASE),
+    ],
+)
+def test_broken_lease_variant_is_caught(
+    variant: type[SimNode], nodes: int, options: dict[str, int]
+) -> None:
+    for seed in range(SEED_BUDGET):
+        try:
+            config = SimConfig(seed=seed, nodes=nodes, leases=True, options=options, **HARSH)
             Simulation(config, node_factory=variant).run()
         except SimulationFailure as failure:
             print(f"{variant.__name__} ({nodes} nodes) caught at seed {seed}: {failure}")
