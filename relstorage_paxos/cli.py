@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
     )
     init.add_argument(
+        "--read-lease",
+        type=float,
+        default=defaults["read_lease_s"],
+        metavar="SECONDS",
+        help="linearizable reads from the local replica for this long per grant (0: off)",
+    )
+    init.add_argument(
         "--max-record-bytes",
         type=int,
         default=defaults["max_record_bytes"],
@@ -121,6 +128,7 @@ def _init(args: argparse.Namespace) -> int:
         tick_s=args.tick,
         election_timeout_s=args.election_timeout,
         heartbeat_interval_s=args.heartbeat_interval,
+        read_lease_s=args.read_lease,
         batch_bytes_max=min(config.DEFAULT_BATCH_BYTES_MAX, args.max_record_bytes),
         max_record_bytes=args.max_record_bytes,
     )

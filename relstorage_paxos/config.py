@@ -60,6 +60,13 @@ class NodeSettings:
     tick_s: float = 0.05
     election_timeout_s: float = 1.0
     heartbeat_interval_s: float = 0.1
+    read_lease_s: float = 1.0
+    """How long one grant lets a node serve linearizable reads from its own replica (README,
+    "Consistency levels"); a commit waits at most about this long for a holder that stopped
+    answering. 0: no leases, every linearizable poll is a ReadIndex round. Every member must
+    have the same."""
+    clock_drift_ppm: int = 1000
+    """The most any member's monotonic clock runs fast or slow; read leases rely on it."""
     pipeline_window_slots: int = 64
     batch_bytes_max: int = DEFAULT_BATCH_BYTES_MAX
     """Records are packed into one log slot up to this many bytes, and a peer message carries
@@ -93,6 +100,9 @@ class NodeSettings:
             batch_bytes_max=self.batch_bytes_max,
             message_bytes_max=self.batch_bytes_max,
             record_bytes_max=self.max_record_bytes,
+            read_lease_us=round(self.read_lease_s * 1_000_000),
+            clock_drift_ppm=self.clock_drift_ppm,
+            tick_us=round(self.tick_s * 1_000_000),
         )
 
 
@@ -137,6 +147,15 @@ def validate(settings: NodeSettings, source: str) -> NodeSettings:
         raise bad("heartbeat-interval", "shorter than one tick")
     if settings.election_timeout_s < 3 * settings.heartbeat_interval_s:
         raise bad("election-timeout", "must be at least three heartbeat intervals")
+    if settings.read_lease_s and not (
+        2 * settings.heartbeat_interval_s <= settings.read_lease_s <= 10.0
+    ):
+        raise bad(
+            "read-lease",
+            f"{settings.read_lease_s} s: 0 (off), or from two heartbeat intervals to 10 s",
+        )
+    if not 0 <= settings.clock_drift_ppm <= 10_000:
+        raise bad("clock-drift-ppm", f"{settings.clock_drift_ppm} is outside 0-10000")
     for key, value in (
         ("pipeline-window-slots", settings.pipeline_window_slots),
         ("batch-bytes-max", settings.batch_bytes_max),
@@ -176,6 +195,8 @@ _KEYS = {
     "tick": ("tick_s", float),
     "election-timeout": ("election_timeout_s", float),
     "heartbeat-interval": ("heartbeat_interval_s", float),
+    "read-lease": ("read_lease_s", float),
+    "clock-drift-ppm": ("clock_drift_ppm", int),
     "pipeline-window-slots": ("pipeline_window_slots", int),
     "batch-bytes-max": ("batch_bytes_max", int),
     "max-record-bytes": ("max_record_bytes", int),

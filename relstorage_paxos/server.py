@@ -33,6 +33,7 @@ from relstorage_paxos.errors import (
     RequestRejectedError,
 )
 from relstorage_paxos.http_status import StatusHttpServer
+from relstorage_paxos.lease_board import LeaseBoardWriter
 from relstorage_paxos.log.sqlite_store import SqliteLogStore
 from relstorage_paxos.replica import (
     Allocated,
@@ -174,6 +175,7 @@ class NodeServer:
                 SystemClock(),
                 snapshot_dir=snapshot_dir,
                 fetch_snapshot=self._fetch_snapshot,
+                lease_board=LeaseBoardWriter(data_dir) if s.read_lease_s else None,
             )
         except BaseException:
             self._lock.release()

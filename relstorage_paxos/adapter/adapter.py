@@ -123,6 +123,7 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             runner=self.runner,
             revert_when_stale=options.revert_when_stale,
             barrier=barrier,
+            lease_floor=node.lease_floor if self.settings.consistency == "linearizable" else None,
         )
         self.txncontrol = PaxosTransactionControl(
             self.locker.writer,

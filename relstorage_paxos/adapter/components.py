@@ -14,6 +14,7 @@ Called by: RelStorage, on application threads.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -47,6 +48,11 @@ from relstorage_paxos.errors import NotReplicatedError, PaxosTransientError
 from relstorage_paxos.replica import Allocated, AllocateOids, Record
 
 logger = logging.getLogger(__name__)
+
+LEASE_APPLY_WAIT_S: Final = 0.2
+"""How long a poll under a read lease waits for the node to apply the lease's floor before it
+asks the node instead (the floor is normally being applied as the poll arrives)."""
+LEASE_APPLY_POLL_S: Final = 0.0002
 
 ZAP_REFUSED = (
     "zap_all would clear one replica only; a cluster's data is cleared by creating its"
@@ -230,7 +236,12 @@ class PaxosPoller(Poller):  # type: ignore[misc]
     """RelStorage's poller behind the consistency barrier of DESIGN.md §5: ZODB polls at
     the start of every transaction, on a load connection whose snapshot is fixed by the
     poll's first SELECT, so waiting here makes the whole transaction see what the barrier
-    promised."""
+    promised.
+
+    Under ``linearizable``, while the node holds a read lease, the barrier costs no call:
+    the poll reads the lease board, then checks that its own snapshot (taken after that)
+    has applied the board's floor, waiting a little for the node's applier if not; only
+    without a lease does it make a ReadIndex round through the node."""
 
     def __init__(
         self,
@@ -239,6 +250,7 @@ class PaxosPoller(Poller):  # type: ignore[misc]
         runner: Any,
         revert_when_stale: bool,
         barrier: Callable[[], object],
+        lease_floor: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__(
             driver,
@@ -248,6 +260,7 @@ class PaxosPoller(Poller):  # type: ignore[misc]
             transactions_may_go_backwards=False,
         )
         self._barrier = barrier
+        self._lease_floor = lease_floor
         self._after_commit = False
 
     def after_commit(self) -> None:
@@ -259,8 +272,10 @@ class PaxosPoller(Poller):  # type: ignore[misc]
         ``begin()`` polls again, with it."""
         self._after_commit = True
 
-    def _wait_for_barrier(self) -> None:
+    def _wait_for_barrier(self, cursor: dbapi.Cursor) -> None:
         after_commit, self._after_commit = self._after_commit, False
+        if self._lease_floor is not None and self._snapshot_under_lease(cursor):
+            return
         try:
             self._barrier()
         except PaxosTransientError as exc:
@@ -268,8 +283,29 @@ class PaxosPoller(Poller):  # type: ignore[misc]
                 raise
             logger.warning("read barrier after a commit skipped (%s); the next begin() waits", exc)
 
+    def _snapshot_under_lease(self, cursor: dbapi.Cursor) -> bool:
+        """Fix the load connection's snapshot where the node's lease says every finished
+        commit is: True once the snapshot has applied the lease's floor. False (with no
+        snapshot taken yet) when there is no lease, or the applier does not reach the floor
+        within ``LEASE_APPLY_WAIT_S``: the caller then makes a ReadIndex round."""
+        assert self._lease_floor is not None
+        deadline = time.monotonic() + LEASE_APPLY_WAIT_S
+        while (floor := self._lease_floor()) is not None:
+            cursor.execute("SELECT applied_slot FROM paxos_meta")
+            row = cursor.fetchone()
+            assert row is not None
+            if int(row[0]) >= floor:
+                return True
+            # That snapshot is older than the floor: the next SELECT must take a new one.
+            cursor.connection.rollback()
+            cursor.execute("BEGIN DEFERRED TRANSACTION")
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(LEASE_APPLY_POLL_S)
+        return False
+
     def get_current_tid(self, cursor: dbapi.Cursor) -> int:
-        self._wait_for_barrier()
+        self._wait_for_barrier(cursor)
         tid: int = super().get_current_tid(cursor)
         return tid
 
@@ -278,7 +314,7 @@ class PaxosPoller(Poller):  # type: ignore[misc]
     ) -> Any:
         if prev_polled_tid is None:
             return None, self.get_current_tid(cursor)
-        self._wait_for_barrier()
+        self._wait_for_barrier(cursor)
         return super().poll_invalidations(conn, cursor, prev_polled_tid)
 
 

@@ -21,6 +21,7 @@ from typing import Final
 from relstorage_paxos import config
 from relstorage_paxos.config import NodeSettings
 from relstorage_paxos.errors import ReplicaTooStaleError, SettingsError
+from relstorage_paxos.lease_board import LeaseBoardReader
 from relstorage_paxos.replica import Record, RecordedOutcome, decode_outcome, encode_record
 from relstorage_paxos.server import NodeServer
 from relstorage_paxos.transport.sequencer import SequencerClient
@@ -51,6 +52,7 @@ class NodeLink:
             max_message_bytes=self.settings.max_message_bytes,
         )
         self._barrier = _CoalescedReadIndex(self.client)
+        self._board = LeaseBoardReader(data_dir)
         self._lag_lock = threading.Lock()
         self._in_sync_at = -math.inf
         self._checked_at = -math.inf
@@ -73,6 +75,12 @@ class NodeLink:
         """A block of fresh OIDs, largest first (RelStorage's allocators' order)."""
         start, count = self.client.allocate_oids(OIDS_PER_REQUEST)
         return list(range(start + count - 1, start - 1, -1))
+
+    def lease_floor(self) -> int | None:
+        """While the node holds a read lease: the slot a replica snapshot taken from now on
+        must have applied to see every commit finished anywhere before now (no call to the
+        node; see ``lease_board``). None: use ``read_barrier``."""
+        return self._board.floor()
 
     def read_barrier(self) -> int:
         """Linearizable: return once this node's replica holds every commit that finished,
@@ -112,6 +120,7 @@ class NodeLink:
                 time.sleep(LAG_POLL_S)
 
     def close(self) -> None:
+        self._board.close()
         self.client.close()
         if self.server is not None:
             self.server.stop()

@@ -45,7 +45,7 @@ class LeaseTimes:
     @property
     def grantor_us(self) -> int:
         """The real time a holder's ``duration_us`` can last at most, measured by a clock
-        that may run slow: duration · (1 + ρ) / (1 − ρ), plus the margin."""
+        that may run slow: duration · (1 + rho) / (1 - rho), plus the margin."""
         span = self.duration_us * (PPM + self.drift_ppm)
         return -(-span // (PPM - self.drift_ppm)) + self.margin_us
 

@@ -377,7 +377,12 @@ class Node:
             or self._out_snapshot is not None
             or self.commit > self.applied
             or (self.role is Role.LEADER and self._queue and self._window_open())
+            or self._finished_unannounced()
         )
+
+    def _finished_unannounced(self) -> bool:
+        lead = self._lead
+        return self.role is Role.LEADER and lead is not None and self.finished > lead.finished_sent
 
     def ready(self) -> Ready:
         """Everything produced since the last ``advance``. Persist, then send, then apply."""
@@ -748,9 +753,7 @@ class Node:
             entries, lambda sv: entry_size(sv.value), self.options.message_bytes_max
         )
         for run in runs:
-            self._send(
-                Accept(self.id, peer, lead.ballot, tuple(run), self.commit, self.finished)
-            )
+            self._send(Accept(self.id, peer, lead.ballot, tuple(run), self.commit, self.finished))
         for sv in entries:
             lead.sent_seq[sv.slot][peer] = lead.read_seq
 
@@ -1173,7 +1176,9 @@ class Node:
             finished = self.commit
         while finished < self.commit:
             acks = lead.finish_acks.get(finished + 1, set())
-            if not all(peer in acks or lead.peer_commit.get(peer, 0) > finished for peer in holders):
+            if not all(
+                peer in acks or lead.peer_commit.get(peer, 0) > finished for peer in holders
+            ):
                 break
             finished += 1
         for slot in [slot for slot in lead.finish_acks if slot <= finished]:

@@ -101,18 +101,20 @@ class Promise(_message.Message):
     def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., commit: _Optional[int] = ..., first_slot: _Optional[int] = ..., last_slot: _Optional[int] = ...) -> None: ...
 
 class Accept(_message.Message):
-    __slots__ = ("src", "dst", "ballot", "entries", "commit")
+    __slots__ = ("src", "dst", "ballot", "entries", "commit", "finished")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     BALLOT_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
     src: int
     dst: int
     ballot: Ballot
     entries: _containers.RepeatedCompositeFieldContainer[SlotValue]
     commit: int
-    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[SlotValue, _Mapping]]] = ..., commit: _Optional[int] = ...) -> None: ...
+    finished: int
+    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[SlotValue, _Mapping]]] = ..., commit: _Optional[int] = ..., finished: _Optional[int] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ("src", "dst", "ballot", "ok", "promised", "slots")
@@ -131,34 +133,40 @@ class Accepted(_message.Message):
     def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., slots: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("src", "dst", "ballot", "commit", "read_seq")
+    __slots__ = ("src", "dst", "ballot", "commit", "read_seq", "finished", "lease_seq")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     BALLOT_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     READ_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SEQ_FIELD_NUMBER: _ClassVar[int]
     src: int
     dst: int
     ballot: Ballot
     commit: int
     read_seq: int
-    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., commit: _Optional[int] = ..., read_seq: _Optional[int] = ...) -> None: ...
+    finished: int
+    lease_seq: int
+    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., commit: _Optional[int] = ..., read_seq: _Optional[int] = ..., finished: _Optional[int] = ..., lease_seq: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("src", "dst", "ballot", "ok", "promised", "read_seq")
+    __slots__ = ("src", "dst", "ballot", "ok", "promised", "read_seq", "commit")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     BALLOT_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     PROMISED_FIELD_NUMBER: _ClassVar[int]
     READ_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
     src: int
     dst: int
     ballot: Ballot
     ok: bool
     promised: Ballot
     read_seq: int
-    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., read_seq: _Optional[int] = ...) -> None: ...
+    commit: int
+    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., read_seq: _Optional[int] = ..., commit: _Optional[int] = ...) -> None: ...
 
 class Forward(_message.Message):
     __slots__ = ("src", "dst", "proposals")

@@ -7,15 +7,21 @@ Must not import: ``adapter``; generated code (the transport translates).
 Called by: its own loop thread for everything that touches the core, the log store or the
 replica; any thread for the public methods, which only enqueue work or read published state.
 
-A waiting proposal is answered only once its record is applied on this node, with the
-outcome the replica recorded; a proposal whose fate is unknown is never reported as failed:
-its future simply stays pending until it is applied (the runtime re-proposes it with the same
-request id every ``retry_ticks``) or the caller stops waiting.
+A waiting proposal is answered only once its record is applied on this node and its slot is
+finished (``Node.finished``: every read-lease holder has it), with the outcome the replica
+recorded; a proposal whose fate is unknown is never reported as failed: its future simply
+stays pending until it is applied (the runtime re-proposes it with the same request id every
+``retry_ticks``) or the caller stops waiting.
+
+Read barriers are answered from this node's read lease when it holds one (no message at
+all), else by a ReadIndex round; the lease's floor and end go on the lease board before any
+message that the floor covers leaves (``lease_board.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
@@ -35,6 +41,7 @@ from relstorage_paxos.core import (
     SnapshotRequest,
 )
 from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, RecordTooLargeError
+from relstorage_paxos.lease_board import LeaseBoardWriter
 from relstorage_paxos.log.store import LogStore
 from relstorage_paxos.replica import Conflict, Outcome, Queued, RecordedOutcome, Replica
 from relstorage_paxos.runtime.clock import Clock
@@ -109,6 +116,7 @@ class NodeRuntime:
         snapshot_dir: Path,
         fetch_snapshot: SnapshotFetcher | None = None,
         seed: int | None = None,
+        lease_board: LeaseBoardWriter | None = None,
     ) -> None:
         self.node_id = node_options.node_id
         self.options = options
@@ -131,7 +139,15 @@ class NodeRuntime:
         self._lock_waiters: dict[bytes, list[Future[Applied]]] = {}
         self._reads: dict[bytes, tuple[Future[int], int]] = {}
         self._read_barriers: list[tuple[int, Future[int]]] = []
+        self._lease_barriers: list[Future[int]] = []
+        """Barriers waiting for this node's lease floor to be applied."""
+        self._unfinished: list[tuple[int, Future[Applied], Applied]] = []
+        """Answers applied here, held until their slot is finished."""
         self._applied_waiters: list[tuple[int, threading.Event]] = []
+        self._lease_board = lease_board
+        self._read_prefix = f"read-{self.node_id}-{os.urandom(8).hex()}-"
+        """Read request ids are unique to this incarnation: a ReadIndex reply meant for an
+        earlier process (the same counter values) must not answer this one's barriers."""
         self._read_counter = 0
         self._ticks = 0
         self._applied_sizes: deque[tuple[int, int]] = deque()
@@ -190,13 +206,21 @@ class NodeRuntime:
             read_future.set_exception(gone)
         for _, barrier in self._read_barriers:
             barrier.set_exception(gone)
+        for barrier in self._lease_barriers:
+            barrier.set_exception(gone)
+        for _, future, _ in self._unfinished:
+            future.set_exception(unknown)
         for _, event in self._applied_waiters:
             event.set()
         self._proposals.clear()
         self._lock_waiters.clear()
         self._reads.clear()
         self._read_barriers.clear()
+        self._lease_barriers.clear()
+        self._unfinished.clear()
         self._applied_waiters.clear()
+        if self._lease_board is not None:
+            self._lease_board.close()
 
     def _enqueue(self, work: Callable[[], None], refuse: Callable[[], None]) -> None:
         """Hand ``work`` to the loop, or call ``refuse`` once the node has stopped."""
@@ -218,7 +242,7 @@ class NodeRuntime:
 
     def deliver(self, message: Message) -> None:
         self.last_heard[message.src] = self._clock.monotonic()
-        self._inbox.put(lambda: self._core.step(message))
+        self._inbox.put(lambda: self._step(message))
 
     def propose(self, request_id: bytes, payload: bytes) -> Future[Applied]:
         """Propose a record; the future resolves once it is applied here (see module doc)."""
@@ -271,8 +295,18 @@ class NodeRuntime:
             self._failure = exc
             self._stopping.set()
 
+    def _now_us(self) -> int:
+        return int(self._clock.monotonic() * 1_000_000)
+
+    def _step(self, message: Message) -> None:
+        """Read leases need the time each message is handled at, not its batch's start: a
+        reply registered at a time before it was sent would shorten a holder's lease."""
+        self._core.set_time(self._now_us())
+        self._core.step(message)
+
     def _tick(self) -> None:
         self._ticks += 1
+        self._core.set_time(self._now_us())
         self._core.tick()
         retry = self.options.retry_ticks
         for request_id, waiting in self._proposals.items():
@@ -288,6 +322,7 @@ class NodeRuntime:
         while self._core.has_ready():
             ready = self._core.ready()
             self._log_store.persist(ready.persist)  # fsyncs when ready.persist.must_sync
+            self._publish_lease()
             if ready.messages:
                 self._transport.send(ready.messages)
             self._apply(ready)
@@ -295,6 +330,11 @@ class NodeRuntime:
             if ready.snapshot_request is not None:
                 self._start_snapshot_fetch(ready.snapshot_request)
             self._maybe_compact()
+        # A follower learns ``finished``, and time ends leases, without a Ready of its own.
+        self._publish_lease()
+        self._resolve_finished()
+        if self._lease_barriers:
+            self._resolve_lease_barriers(self._replica.applied_slot)
         self.status = self._make_status()
 
     def _apply(self, ready: Ready) -> None:
@@ -314,6 +354,7 @@ class NodeRuntime:
                     metrics.conflicts.inc()
                 self._resolve_proposal(request_id, sv.slot, outcome)
             self._resolve_lock_waiters(sv.slot)
+        self._resolve_finished()
         for rs in ready.read_states:
             entry = self._reads.pop(rs.request_id, None)
             if entry is not None:
@@ -330,17 +371,49 @@ class NodeRuntime:
             self._lock_waiters.setdefault(request_id, []).extend(waiting.futures)
             return
         for future in waiting.futures:
-            future.set_result(Applied(slot, recorded))
+            self._answer(future, Applied(slot, recorded))
 
     def _resolve_lock_waiters(self, slot: int) -> None:
         for request_id in list(self._lock_waiters):
             recorded = self._replica.outcome(request_id)
             if recorded is not None and not isinstance(recorded, Queued):
                 for future in self._lock_waiters.pop(request_id):
-                    future.set_result(Applied(slot, recorded))
+                    self._answer(future, Applied(slot, recorded))
+
+    def _answer(self, future: Future[Applied], applied: Applied) -> None:
+        """Answer once ``applied.slot`` is finished (every read-lease holder has it): a
+        commit reported before that could be missed by a lease read on another node."""
+        if applied.slot <= self._core.finished:
+            future.set_result(applied)
+        else:
+            self._unfinished.append((applied.slot, future, applied))
+
+    def _resolve_finished(self) -> None:
+        finished = self._core.finished
+        if not self._unfinished:
+            return
+        keep: list[tuple[int, Future[Applied], Applied]] = []
+        for slot, future, applied in self._unfinished:
+            if slot <= finished:
+                future.set_result(applied)
+            else:
+                keep.append((slot, future, applied))
+        self._unfinished = keep
+
+    def _publish_lease(self) -> None:
+        if self._lease_board is None:
+            return
+        lease = self._core.lease_read()
+        if lease is None:
+            self._lease_board.publish(0, 0)
+        else:
+            floor, until_us = lease
+            self._lease_board.publish(until_us, floor)
 
     def _resolve_barriers(self) -> None:
         applied = self._replica.applied_slot
+        if self._lease_barriers:
+            self._resolve_lease_barriers(applied)
         keep: list[tuple[int, Future[int]]] = []
         for slot, future in self._read_barriers:
             if slot <= applied:
@@ -356,10 +429,23 @@ class NodeRuntime:
                 waiting.append((slot, event))
         self._applied_waiters = waiting
 
+    def _resolve_lease_barriers(self, applied: int) -> None:
+        """Answer lease barriers whose floor is applied, checking the lease now, after the
+        wait; one whose lease ended meanwhile becomes a ReadIndex round."""
+        lease = self._core.lease_read()
+        barriers, self._lease_barriers = self._lease_barriers, []
+        for future in barriers:
+            if lease is None:
+                self._start_read_index(future)
+            elif lease[0] <= applied:
+                future.set_result(applied)
+            else:
+                self._lease_barriers.append(future)
+
     def _propose(self, request_id: bytes, payload: bytes, future: Future[Applied]) -> None:
         recorded = self._replica.outcome(request_id)
         if recorded is not None and not isinstance(recorded, Queued):
-            future.set_result(Applied(self._replica.applied_slot, recorded))
+            self._answer(future, Applied(self._replica.applied_slot, recorded))
             return
         if recorded is not None:
             self._lock_waiters.setdefault(request_id, []).append(future)
@@ -377,8 +463,17 @@ class NodeRuntime:
         self.metrics.proposals.inc()
 
     def _read_index(self, future: Future[int]) -> None:
+        self._core.set_time(self._now_us())
+        if self._core.lease_read() is not None:
+            self._lease_barriers.append(future)
+            self._resolve_barriers()
+            self.metrics.lease_reads.inc()
+        else:
+            self._start_read_index(future)
+
+    def _start_read_index(self, future: Future[int]) -> None:
         self._read_counter += 1
-        request_id = f"read-{self.node_id}-{self._read_counter}".encode()
+        request_id = f"{self._read_prefix}{self._read_counter}".encode()
         self._reads[request_id] = (future, self._ticks)
         self._core.read_index(request_id)
 

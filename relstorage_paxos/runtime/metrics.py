@@ -33,6 +33,10 @@ class NodeMetrics:
         self.conflicts = counter(
             "relstorage_paxos_conflicts", "Commits refused at apply because of a conflict."
         )
+        self.lease_reads = counter(
+            "relstorage_paxos_lease_reads",
+            "Read barriers this node answered from its read lease, without a ReadIndex round.",
+        )
         self.leader_changes = counter(
             "relstorage_paxos_leader_changes", "Times this node saw the leader change."
         )

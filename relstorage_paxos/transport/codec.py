@@ -183,7 +183,7 @@ def _put_promise(out: pb.Promise, m: Promise) -> None:
 
 
 def _put_accept(out: pb.Accept, m: Accept) -> None:
-    out.src, out.dst, out.commit = m.src, m.dst, m.commit
+    out.src, out.dst, out.commit, out.finished = m.src, m.dst, m.commit, m.finished
     _put_ballot(out.ballot, m.ballot)
     _put_slot_values(out.entries, m.entries)
 
@@ -197,11 +197,13 @@ def _put_accepted(out: pb.Accepted, m: Accepted) -> None:
 
 def _put_heartbeat(out: pb.Heartbeat, m: Heartbeat) -> None:
     out.src, out.dst, out.commit, out.read_seq = m.src, m.dst, m.commit, m.read_seq
+    out.finished, out.lease_seq = m.finished, m.lease_seq
     _put_ballot(out.ballot, m.ballot)
 
 
 def _put_heartbeat_reply(out: pb.HeartbeatReply, m: HeartbeatReply) -> None:
     out.src, out.dst, out.ok, out.read_seq = m.src, m.dst, m.ok, m.read_seq
+    out.commit = m.commit
     _put_ballot(out.ballot, m.ballot)
     _put_ballot(out.promised, m.promised)
 
@@ -251,7 +253,9 @@ def _body(env: pb.Envelope) -> Message:
             return _promise(env.promise)
         case "accept":
             a = env.accept
-            return Accept(a.src, a.dst, _ballot(a, "ballot"), _slot_values(a.entries), a.commit)
+            return Accept(
+                a.src, a.dst, _ballot(a, "ballot"), _slot_values(a.entries), a.commit, a.finished
+            )
         case "accepted":
             d = env.accepted
             return Accepted(
@@ -259,11 +263,19 @@ def _body(env: pb.Envelope) -> Message:
             )
         case "heartbeat":
             h = env.heartbeat
-            return Heartbeat(h.src, h.dst, _ballot(h, "ballot"), h.commit, h.read_seq)
+            return Heartbeat(
+                h.src, h.dst, _ballot(h, "ballot"), h.commit, h.read_seq, h.finished, h.lease_seq
+            )
         case "heartbeat_reply":
             y = env.heartbeat_reply
             return HeartbeatReply(
-                y.src, y.dst, _ballot(y, "ballot"), y.ok, _ballot(y, "promised"), y.read_seq
+                y.src,
+                y.dst,
+                _ballot(y, "ballot"),
+                y.ok,
+                _ballot(y, "promised"),
+                y.read_seq,
+                y.commit,
             )
         case "forward":
             f = env.forward

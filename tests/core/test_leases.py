@@ -171,7 +171,7 @@ rates = st.integers(min_value=-1000, max_value=1000).map(lambda ppm: Fraction(PP
 def test_the_grantor_outwaits_the_holder_for_any_drift_within_the_bound(
     holder_rate: Fraction, grantor_rate: Fraction, delay_us: int
 ) -> None:
-    """Real time, for clocks running at ``rate`` × real: the holder's lease starts when it
+    """Real time, for clocks running at ``rate`` x real: the holder's lease starts when it
     sends (real 0) and lasts ``duration_us`` of its clock; the grantor's wait starts when the
     reply arrives (real ``delay_us``) and lasts ``grantor_us`` of its own."""
     times = LeaseTimes(1_000_000, 1000, 0, TICK_US)

@@ -7,6 +7,7 @@ one of them, its faults or checkers would have gone soft.
 from __future__ import annotations
 
 import dataclasses
+
 import pytest
 
 from relstorage_paxos.core import Ballot, Node, Persist, PersistentState, Promise, Role

@@ -85,10 +85,12 @@ STRATEGIES: dict[type, st.SearchStrategy[typing.Any]] = {
         ints,
         st.one_of(st.none(), st.integers(min_value=1, max_value=2**64 - 1)),
     ).filter(lambda p: p.last_slot is None or p.last_slot >= p.first_slot),
-    Accept: st.builds(Accept, nodes, nodes, ballots, tuples(slot_values), ints),
+    Accept: st.builds(Accept, nodes, nodes, ballots, tuples(slot_values), ints, ints),
     Accepted: st.builds(Accepted, nodes, nodes, ballots, st.booleans(), ballots, tuples(ints)),
-    Heartbeat: st.builds(Heartbeat, nodes, nodes, ballots, ints, ints),
-    HeartbeatReply: st.builds(HeartbeatReply, nodes, nodes, ballots, st.booleans(), ballots, ints),
+    Heartbeat: st.builds(Heartbeat, nodes, nodes, ballots, ints, ints, ints, ints),
+    HeartbeatReply: st.builds(
+        HeartbeatReply, nodes, nodes, ballots, st.booleans(), ballots, ints, ints
+    ),
     Forward: st.builds(Forward, nodes, nodes, tuples(proposals)),
     ReadIndexRequest: st.builds(ReadIndexRequest, nodes, nodes, tuples(st.binary(max_size=24))),
     ReadIndexReply: st.builds(ReadIndexReply, nodes, nodes, tuples(st.binary(max_size=24)), ints),
