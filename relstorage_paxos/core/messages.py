@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from relstorage_paxos.core.ballot import Ballot
+from relstorage_paxos.core.ballot import ZERO_BALLOT, Ballot
 
 T = TypeVar("T")
 
@@ -143,7 +143,10 @@ class Promise:
     parts cover the prepare's ``from_slot`` on without gaps. The defaults make one part that
     covers everything. A candidate counts a promise once its parts cover every slot; each
     part is true of its range when it was sent, so parts of two answers to the same prepare
-    (a duplicated one) may be combined, taking the highest ``commit``."""
+    (a duplicated one) may be combined, taking the highest ``commit``.
+
+    ``prior`` is the ballot the acceptor had promised before this prepare's (read leases:
+    a new leader learns from them which earlier leader's grants may still run)."""
 
     src: int
     dst: int
@@ -154,6 +157,7 @@ class Promise:
     commit: int
     first_slot: int = 0
     last_slot: int | None = None
+    prior: Ballot = ZERO_BALLOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +193,9 @@ class Heartbeat:
     ``n`` were lost (a reordering network only makes the leader resend one needlessly).
 
     ``lease_seq``, when not 0, grants the receiver a read lease that started when it sent
-    its reply to round ``lease_seq`` (core/lease.py); ``finished`` is as in ``Accept``."""
+    its reply to round ``lease_seq`` (core/lease.py); ``finished`` is as in ``Accept``;
+    ``sent_us`` is the leader's clock when it sent the round and ``lease_reply_us`` when the
+    reply to round ``lease_seq`` arrived (holders check their clock against them)."""
 
     src: int
     dst: int
@@ -198,6 +204,8 @@ class Heartbeat:
     read_seq: int
     finished: int = 0
     lease_seq: int = 0
+    sent_us: int = 0
+    lease_reply_us: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,7 @@ class _Leadership:
     # Read leases (see ``Node.finished``); times are our clock's, in µs.
     won_us: int = 0
     won_tick: int = 0
+    fenced: frozenset[int] = frozenset()
     heartbeat_sent_us: dict[int, int] = field(default_factory=dict)
     """By ``read_seq``: when that heartbeat round went out (kept while it may matter)."""
     heard_us: dict[int, int] = field(default_factory=dict)
@@ -128,6 +129,8 @@ class _Leadership:
     """By peer: until when (and from which of our ticks) we honour its read lease."""
     lease_seq: dict[int, int] = field(default_factory=dict)
     """By peer: the latest reply of its that we honour, granted in our next heartbeat."""
+    lease_reply_us: dict[int, int] = field(default_factory=dict)
+    """By peer: when that reply arrived."""
     peer_commit: dict[int, int] = field(default_factory=dict)
     finish_acks: dict[int, set[int]] = field(default_factory=dict)
     """Slots chosen or in phase 2 above ``finished``: the peers that acknowledged them."""
@@ -219,9 +222,16 @@ class Node:
         nobody for as long as we would have refused to then (the leader's lease counts on it)."""
         self.finished: int = self.commit if self._lease_times is None else 0
         self._held: _HeldLease | None = None
+        self._prior = self.promised
+        """The ballot promised before the current one (this incarnation's first: the durable
+        promise, at least as high as any before it)."""
         self._reply_ballot = ZERO_BALLOT
         self._reply_sent_us: dict[int, int] = {}
         """By ``read_seq``, in ``_reply_ballot``: when we answered that heartbeat."""
+        self._clock_offset: tuple[int, int, int, Ballot] | None = None
+        """(low, high, our time, ballot): what we know of the current leader's clock minus
+        ours (``_clock_agrees``)."""
+        self._clock_fault_until_us = 0
         self._acked_ballot = ZERO_BALLOT
         self._acked_max = 0
         """The highest slot we acknowledged an Accept for in ``_acked_ballot``."""
@@ -259,6 +269,7 @@ class Node:
             self._held = None
             if self._lead is not None:
                 self._lead.won_us, self._lead.won_tick = now_us, self._ticks
+                self._lead.fenced = frozenset(self.peers)
                 self._lead.heard_us.clear()
         self._now_us = now_us
 
@@ -490,6 +501,7 @@ class Node:
         """Phase 1a once for this leadership, over every slot from the first not known to be
         chosen (Multi-Paxos)."""
         ballot = Ballot(max(self._max_round_seen, self.promised.round) + 1, self.id)
+        self._prior = self.promised
         self._set_promised(ballot)
         self.role = Role.CANDIDATE
         self._election_elapsed = 0
@@ -506,6 +518,7 @@ class Node:
             self._send(Promise(self.id, m.src, m.ballot, False, self.promised, (), self.commit))
             return
         if m.ballot > self.promised:
+            self._prior = self.promised
             self._set_promised(m.ballot)
             if self.role is not Role.FOLLOWER:
                 self._become_follower()
@@ -534,14 +547,26 @@ class Node:
         # that may have been chosen there (the promise quorum meets every accept quorum).
         entries = [self.log[s] for s in sorted(self.log) if s >= from_slot and s > self.commit]
         runs = split_by_size(entries, lambda e: entry_size(e.value), self.options.message_bytes_max)
+        prior = self._prior
         if len(runs) <= 1:
             return (
-                Promise(self.id, dst, ballot, True, self.promised, tuple(entries), self.commit),
+                Promise(
+                    self.id,
+                    dst,
+                    ballot,
+                    True,
+                    self.promised,
+                    tuple(entries),
+                    self.commit,
+                    prior=prior,
+                ),
             )
         firsts = [from_slot, *(run[-1].slot + 1 for run in runs[:-1])]
         lasts: list[int | None] = [*(run[-1].slot for run in runs[:-1]), None]
         return tuple(
-            Promise(self.id, dst, ballot, True, self.promised, tuple(run), self.commit, f, last)
+            Promise(
+                self.id, dst, ballot, True, self.promised, tuple(run), self.commit, f, last, prior
+            )
             for run, f, last in zip(runs, firsts, lasts, strict=True)
         )
 
@@ -580,6 +605,7 @@ class Node:
         lead.heard_from = set(lead.promises)
         # Our own commit may have moved on during phase 1 (catch-up, snapshot install).
         parts = [part for promise in lead.promises.values() for part in promise]
+        lead.fenced = self._fenced(parts)
         known_commit = max(self.commit, *(p.commit for p in parts))
         best_commit_peer = max(parts, key=lambda p: (p.commit, -p.src)).src
         chosen: dict[int, Value] = {}
@@ -1019,6 +1045,8 @@ class Node:
                     lead.read_seq,
                     self.finished,
                     lease_seq,
+                    self._now_us,
+                    lead.lease_reply_us.get(peer, 0) if lease_seq else 0,
                 )
             )
 
@@ -1029,7 +1057,8 @@ class Node:
             return
         self._heard_from_leader(m.src, m.ballot)
         if self._lease_times is not None:
-            self._take_grant(m)
+            if self._clock_agrees(m):
+                self._take_grant(m)
             if self._reply_ballot != m.ballot:
                 self._reply_ballot, self._reply_sent_us = m.ballot, {}
             # Our lease, if this reply is granted, starts now: before the reply leaves.
@@ -1039,6 +1068,44 @@ class Node:
         )
         self._learn_commit(m.src, m.ballot, m.commit)
         self._learn_finished(m.finished)
+
+    def _clock_agrees(self, m: Heartbeat) -> bool:
+        """Whether our clock still agrees with the leader's, NTP-style: our reply to round
+        ``m.lease_seq`` left at our ``h1`` and arrived at its ``m.lease_reply_us``; ``m`` left
+        at its ``m.sent_us`` and arrived at our now. So (its clock - ours) lay between
+        ``sent_us - now`` and ``lease_reply_us - h1``, whatever the delays, queues and pauses
+        were; such intervals, widened by the drift bound since, must overlap. When they do
+        not, our clock or the leader's is outside the assumptions: give up our lease and take
+        no grant for a lease term."""
+        times = self._lease_times
+        assert times is not None
+        h1 = self._reply_sent_us.get(m.lease_seq) if m.lease_seq else None
+        if h1 is None or m.ballot != self._reply_ballot or not m.lease_reply_us:
+            return self._now_us >= self._clock_fault_until_us
+        low, high = m.sent_us - self._now_us, m.lease_reply_us - h1
+        known = self._clock_offset
+        if known is not None and known[3] == m.ballot:
+            known_low, known_high, at_us, _ = known
+            widen_us = 2 * times.drift_ppm * (self._now_us - at_us) // 1_000_000
+            widen_us += times.margin_us
+            if low > known_high + widen_us or high < known_low - widen_us:
+                logger.warning(
+                    "node %d: clock disagrees with leader %d's (offset in [%d, %d] us, was"
+                    " [%d, %d]); no read lease for %d us",
+                    self.id,
+                    m.src,
+                    low,
+                    high,
+                    known_low,
+                    known_high,
+                    times.duration_us,
+                )
+                self._held = None
+                self._clock_fault_until_us = self._now_us + times.duration_us
+            else:
+                low, high = max(low, known_low - widen_us), min(high, known_high + widen_us)
+        self._clock_offset = (low, high, self._now_us, m.ballot)
+        return self._now_us >= self._clock_fault_until_us
 
     def _take_grant(self, m: Heartbeat) -> None:
         """``m`` grants us a lease from our reply to round ``m.lease_seq`` on: it lasts
@@ -1099,7 +1166,9 @@ class Node:
             lead.holder_until_us.get(peer, 0), self._now_us + times.grantor_us
         )
         lead.holder_tick[peer] = self._ticks
-        lead.lease_seq[peer] = max(lead.lease_seq.get(peer, 0), m.read_seq)
+        if m.read_seq > lead.lease_seq.get(peer, 0):
+            lead.lease_seq[peer] = m.read_seq
+            lead.lease_reply_us[peer] = self._now_us
         lead.peer_commit[peer] = max(lead.peer_commit.get(peer, 0), m.commit)
         sent_us = lead.heartbeat_sent_us.get(m.read_seq)
         if sent_us is not None:
@@ -1123,6 +1192,18 @@ class Node:
             return 0
         return heard[needed - 1] + times.leader_lease_us(self.options.election_timeout_ticks)
 
+    def _fenced(self, parts: list[Promise]) -> frozenset[int]:
+        """The peers whose read lease from an earlier leader may still run: not those who
+        promised us (a holder gives its lease up when it promises a higher ballot), nor the
+        proposer of the highest ballot they had promised before. Any leader that granted
+        leases won phase 1 with a majority, one of which promised us after it, so its
+        ballot is at most that highest one; and that proposer had promised its own ballot,
+        above any other leader's that could have granted it a lease. (Its own reads as
+        leader ended with its leader's lease, before we could win.)"""
+        prior = max((part.prior for part in parts), default=ZERO_BALLOT)
+        promised = {part.src for part in parts}
+        return frozenset(self.peers) - promised - {prior.node_id}
+
     def _may_grant(self) -> bool:
         """Grant read leases only while we are sure to lead (so that a leader elected after
         us knows how long to honour them: ``_holders``) and know every earlier commit."""
@@ -1132,9 +1213,9 @@ class Node:
         return self.commit >= lead.phase1_end and self._leader_lease_until() > self._now_us
 
     def _holders(self, lead: _Leadership) -> list[int]:
-        """The peers whose read lease we may still have to honour now. For a full lease
-        term after we won, everyone: a previous leader's grants (made while it was sure to
-        lead, so before we won) may still run."""
+        """The peers whose read lease we may still have to honour now: those we registered,
+        and for a full lease term after we won, those whose lease from an earlier leader may
+        still run (``_fenced``; that leader granted while sure to lead, so before we won)."""
         times = self._lease_times
         assert times is not None
 
@@ -1144,15 +1225,17 @@ class Node:
                 or self._ticks - since_tick < times.grantor_ticks
             )
 
-        if running(lead.won_us, lead.won_tick):
-            return list(self.peers)
+        fence = lead.fenced if running(lead.won_us, lead.won_tick) else frozenset()
         return [
             peer
             for peer in self.peers
-            if peer in lead.holder_tick
-            and (
-                self._now_us < lead.holder_until_us[peer]
-                or self._ticks - lead.holder_tick[peer] < times.grantor_ticks
+            if peer in fence
+            or (
+                peer in lead.holder_tick
+                and (
+                    self._now_us < lead.holder_until_us[peer]
+                    or self._ticks - lead.holder_tick[peer] < times.grantor_ticks
+                )
             )
         ]
 

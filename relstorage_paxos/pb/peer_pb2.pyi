@@ -79,7 +79,7 @@ class Prepare(_message.Message):
     def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., from_slot: _Optional[int] = ...) -> None: ...
 
 class Promise(_message.Message):
-    __slots__ = ("src", "dst", "ballot", "ok", "promised", "entries", "commit", "first_slot", "last_slot")
+    __slots__ = ("src", "dst", "ballot", "ok", "promised", "entries", "commit", "first_slot", "last_slot", "prior")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     BALLOT_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class Promise(_message.Message):
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     FIRST_SLOT_FIELD_NUMBER: _ClassVar[int]
     LAST_SLOT_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_FIELD_NUMBER: _ClassVar[int]
     src: int
     dst: int
     ballot: Ballot
@@ -98,7 +99,8 @@ class Promise(_message.Message):
     commit: int
     first_slot: int
     last_slot: int
-    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., commit: _Optional[int] = ..., first_slot: _Optional[int] = ..., last_slot: _Optional[int] = ...) -> None: ...
+    prior: Ballot
+    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., commit: _Optional[int] = ..., first_slot: _Optional[int] = ..., last_slot: _Optional[int] = ..., prior: _Optional[_Union[Ballot, _Mapping]] = ...) -> None: ...
 
 class Accept(_message.Message):
     __slots__ = ("src", "dst", "ballot", "entries", "commit", "finished")
@@ -133,7 +135,7 @@ class Accepted(_message.Message):
     def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., ok: _Optional[bool] = ..., promised: _Optional[_Union[Ballot, _Mapping]] = ..., slots: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("src", "dst", "ballot", "commit", "read_seq", "finished", "lease_seq")
+    __slots__ = ("src", "dst", "ballot", "commit", "read_seq", "finished", "lease_seq", "sent_us", "lease_reply_us")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     BALLOT_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +143,8 @@ class Heartbeat(_message.Message):
     READ_SEQ_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     LEASE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SENT_US_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REPLY_US_FIELD_NUMBER: _ClassVar[int]
     src: int
     dst: int
     ballot: Ballot
@@ -148,7 +152,9 @@ class Heartbeat(_message.Message):
     read_seq: int
     finished: int
     lease_seq: int
-    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., commit: _Optional[int] = ..., read_seq: _Optional[int] = ..., finished: _Optional[int] = ..., lease_seq: _Optional[int] = ...) -> None: ...
+    sent_us: int
+    lease_reply_us: int
+    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., commit: _Optional[int] = ..., read_seq: _Optional[int] = ..., finished: _Optional[int] = ..., lease_seq: _Optional[int] = ..., sent_us: _Optional[int] = ..., lease_reply_us: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("src", "dst", "ballot", "ok", "promised", "read_seq", "commit")

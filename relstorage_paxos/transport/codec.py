@@ -176,6 +176,7 @@ def _put_promise(out: pb.Promise, m: Promise) -> None:
     out.first_slot, out.last_slot = m.first_slot, m.last_slot or 0
     _put_ballot(out.ballot, m.ballot)
     _put_ballot(out.promised, m.promised)
+    _put_ballot(out.prior, m.prior)
     for entry in m.entries:
         log_entry = out.entries.add(slot=entry.slot, chosen=entry.chosen)
         _put_ballot(log_entry.ballot, entry.ballot)
@@ -197,7 +198,8 @@ def _put_accepted(out: pb.Accepted, m: Accepted) -> None:
 
 def _put_heartbeat(out: pb.Heartbeat, m: Heartbeat) -> None:
     out.src, out.dst, out.commit, out.read_seq = m.src, m.dst, m.commit, m.read_seq
-    out.finished, out.lease_seq = m.finished, m.lease_seq
+    out.finished, out.lease_seq, out.sent_us = m.finished, m.lease_seq, m.sent_us
+    out.lease_reply_us = m.lease_reply_us
     _put_ballot(out.ballot, m.ballot)
 
 
@@ -264,7 +266,15 @@ def _body(env: pb.Envelope) -> Message:
         case "heartbeat":
             h = env.heartbeat
             return Heartbeat(
-                h.src, h.dst, _ballot(h, "ballot"), h.commit, h.read_seq, h.finished, h.lease_seq
+                h.src,
+                h.dst,
+                _ballot(h, "ballot"),
+                h.commit,
+                h.read_seq,
+                h.finished,
+                h.lease_seq,
+                h.sent_us,
+                h.lease_reply_us,
             )
         case "heartbeat_reply":
             y = env.heartbeat_reply
@@ -327,4 +337,5 @@ def _promise(p: pb.Promise) -> Promise:
         p.commit,
         p.first_slot,
         p.last_slot or None,
+        _ballot(p, "prior"),
     )

@@ -55,7 +55,7 @@ def test_seeds_with_read_leases(nodes: int, harsh: bool, chunk: int) -> None:
 def test_seeds_with_leases_that_outlast_an_election() -> None:
     """Leases longer than an election timeout: a new leader honours its predecessor's."""
     for seed in range(SEEDS_PER_CHUNK):
-        options = {"read_lease_us": 30 * TICK_US}
+        options = {"read_lease_us": 80 * TICK_US}
         Simulation(SimConfig(seed=seed, nodes=5, leases=True, options=options, **HARSH)).run()
 
 

@@ -118,8 +118,8 @@ class NewLeaderIgnoresEarlierLeases(SimNode):
     node_class = _IgnoresEarlierLeases
 
 
-LONG_LEASE = {"read_lease_us": 30 * TICK_US}
-"""Leases that outlast an election (30 ticks against an election timeout of 10), so that a
+LONG_LEASE = {"read_lease_us": 80 * TICK_US}
+"""Leases that outlast an election (80 ticks against an election timeout of 10), so that a
 new leader meets leases its predecessor granted."""
 
 

@@ -84,10 +84,22 @@ STRATEGIES: dict[type, st.SearchStrategy[typing.Any]] = {
         ints,
         ints,
         st.one_of(st.none(), st.integers(min_value=1, max_value=2**64 - 1)),
+        ballots,
     ).filter(lambda p: p.last_slot is None or p.last_slot >= p.first_slot),
     Accept: st.builds(Accept, nodes, nodes, ballots, tuples(slot_values), ints, ints),
     Accepted: st.builds(Accepted, nodes, nodes, ballots, st.booleans(), ballots, tuples(ints)),
-    Heartbeat: st.builds(Heartbeat, nodes, nodes, ballots, ints, ints, ints, ints),
+    Heartbeat: st.builds(
+        Heartbeat,
+        nodes,
+        nodes,
+        ballots,
+        ints,
+        ints,
+        ints,
+        ints,
+        st.integers(-(2**63), 2**63 - 1),
+        st.integers(-(2**63), 2**63 - 1),
+    ),
     HeartbeatReply: st.builds(
         HeartbeatReply, nodes, nodes, ballots, st.booleans(), ballots, ints, ints
     ),
