@@ -14,7 +14,7 @@ readers whose read transactions overlap (RelStorage keeps one open per ZODB tran
 an applier committing all the time, neither moment comes by itself, so:
 
 - every ``limit / 8`` written, a PASSIVE checkpoint copies what it can (never waiting for
-  anyone): the bulk of the copying and its two fsyncs happen here, not on the applier's
+  anyone): the bulk of the copying and its fsyncs happen here, not on the applier's
   thread, and an applier that then finds the WAL copied completely restarts it itself;
 - once the WAL holds ``limit / 2`` and did not start over, a TRUNCATE checkpoint with the
   gate held: the applier waits at its next slot (an in-process lock, so it resumes the
@@ -39,6 +39,7 @@ Called by: the applier's thread (``frames_written``, ``close``) and its own thre
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Final
@@ -87,6 +88,11 @@ class WalCheckpointer:
         # A first read opens the WAL; until then a checkpoint returns (-1, -1) and does nothing.
         (mode,) = self._db.execute("PRAGMA journal_mode").fetchall()
         assert mode == ("wal",), (path, mode)
+        # Through SQLite's VFS, which keeps this process's POSIX locks on the file when the
+        # handle closes (a plain os.close would drop them: sqlite.org/howtocorrupt.html §2.2).
+        self._db_file = apsw.VFSFile(
+            "", os.path.abspath(path), [apsw.SQLITE_OPEN_MAIN_DB | apsw.SQLITE_OPEN_READWRITE, 0]
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"wal-checkpointer {path}", daemon=True
         )
@@ -127,6 +133,7 @@ class WalCheckpointer:
         self._stopping = True
         self._wake.set()
         self._thread.join()
+        self._db_file.xClose()
         self._db.close()
 
     def _run(self) -> None:
@@ -153,6 +160,11 @@ class WalCheckpointer:
             self._wake.set()
             return
         log_frames, copied_frames = passive
+        if copied_frames < log_frames:
+            # SQLite syncs the database file only after a complete checkpoint; sync what this
+            # one copied now, or the forced checkpoint's sync, with the applier waiting, would
+            # write out every page copied since the last complete one.
+            self._db_file.xSync(apsw.SQLITE_SYNC_NORMAL)
         if log_frames < self._force_frames:
             return
         with self._gate:
