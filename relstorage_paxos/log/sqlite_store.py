@@ -144,7 +144,6 @@ class SqliteLogStore:
         self.node_id = node_id
         self._failure: str | None = None
         self._closed = False
-        self._synchronous_full = False
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
         try:
             self._db = apsw.Connection(self.path, flags=flags, vfs=vfs)
@@ -155,6 +154,7 @@ class SqliteLogStore:
             with self._reading("open"):
                 self._open(create)
                 self._promised, self._truncated = self._read_meta()
+                self._wal = self._open_wal(vfs)
         except BaseException:
             self._db.close()
             raise
@@ -167,8 +167,9 @@ class SqliteLogStore:
         promised = self._promised if persist.promised is None else persist.promised
         truncated = self._truncated if persist.truncated is None else persist.truncated
         with self._writing("persist"):
-            self._set_synchronous_full(persist.must_sync)
             self._commit(persist, promised, truncated)
+            if persist.must_sync:
+                self._sync_wal()
         self._promised, self._truncated = promised, truncated
 
     def load(self) -> PersistentState:
@@ -188,6 +189,7 @@ class SqliteLogStore:
             return
         self._closed = True
         with self._reading("close"):
+            self._wal.xClose()
             self._db.close()
 
     def _commit(self, persist: Persist, promised: Ballot, truncated: int) -> None:
@@ -211,16 +213,6 @@ class SqliteLogStore:
                     self._meta_checksum(promised, truncated),
                 ),
             )
-        # The fsync of a must_sync persist happens here, in this COMMIT: with
-        # journal_mode=WAL and synchronous=FULL (set by _set_synchronous_full), SQLite
-        # fdatasyncs the WAL before COMMIT returns, one sync for the whole transaction
-        # (group commit), plus one for the WAL header when the WAL restarts after a checkpoint.
-        # It suffices: a WAL commit is durable once its frames are synced, and because the WAL
-        # is append-only that sync also covers the earlier synchronous=NORMAL commits, which
-        # are written (to the page cache) but not synced; checkpoints sync the WAL before
-        # copying it and the database file after. Persists that need no sync stay NORMAL:
-        # FULL costs 20-30x as much (about 200 vs 8 µs per persist on the project's VM), and an
-        # explicit wal_checkpoint instead of FULL costs 2-3x FULL (it syncs the database too).
         cursor.execute("COMMIT")
 
     @staticmethod
@@ -235,10 +227,39 @@ class SqliteLogStore:
         )
         return zlib.crc32(self.cluster_id.encode(), zlib.crc32(fields))
 
-    def _set_synchronous_full(self, full: bool) -> None:
-        if full != self._synchronous_full:
-            self._db.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
-            self._synchronous_full = full
+    def _sync_wal(self) -> None:
+        """Durability before acknowledgement: the one place the fsync of a must_sync persist
+        happens, after its COMMIT and before ``persist`` returns (so before any message that
+        depends on it is sent).
+
+        The connection runs with ``synchronous=NORMAL`` always: a WAL COMMIT then writes its
+        frames, commit frame last, into the file (the page cache) without syncing them
+        (sqlite.org/pragma.html#pragma_synchronous). One sync of the WAL file makes this commit
+        durable and every earlier one with it: recovery at open replays every frame of the WAL
+        up to the last commit frame whose checksum chain is intact (sqlite.org/fileformat.html
+        §4.3), and the frames of commits before the last WAL restart are in the database file,
+        synced by the complete checkpoint that allowed the restart. That is what FULL does at
+        COMMIT, without switching the pragma whenever a persist differs from the one before.
+        SQLite still syncs what it must by itself: the WAL before a checkpoint copies it, the
+        database file after, and the WAL header when the WAL restarts (one more sync in the
+        persist that restarts it). The sync goes through the connection's VFS, so a VFS shim
+        sees (and can fail) it like SQLite's own.
+        """
+        self._wal.xSync(apsw.SQLITE_SYNC_NORMAL)
+
+    def _open_wal(self, vfs: str | None) -> apsw.VFSFile:
+        """A handle on the WAL file for ``_sync_wal``, through the connection's VFS.
+
+        The WAL exists from the first read of a WAL-mode database and is deleted only when the
+        last connection closes (or leaves WAL mode); ``locking_mode=EXCLUSIVE`` makes ours the
+        only one, so this handle names the live WAL until ``close``. A WAL file holds no
+        POSIX locks (those are on the database file), so a second handle on it is harmless.
+        """
+        wal_path = os.path.abspath(f"{self.path}-wal")
+        if not os.path.exists(wal_path):
+            raise self._error(f"{wal_path} missing after opening the log in WAL mode")
+        flags = apsw.SQLITE_OPEN_WAL | apsw.SQLITE_OPEN_READWRITE
+        return apsw.VFSFile(vfs or "", wal_path, [flags, 0])
 
     def _open(self, create: bool) -> None:
         """Check that the file is a log of this cluster and node (after writing one into a

@@ -1,19 +1,21 @@
 """The replica: chosen log slots applied, in order, to ``replica.sqlite3`` (DESIGN.md §2, §3).
 
 Owns: the applier's apsw connection to the replica file, the apply of each record kind, the
-running hash, WAL checkpoints, snapshots. Apply is a pure function of (replica state, slot,
-proposals): no clock, no randomness, no iteration order that SQLite does not fix. Each
-``apply_slot`` is one SQLite transaction that also advances ``applied_slot``, so after any
-crash the replica is exactly at some slot boundary and the runtime replays the log from
-``applied_slot + 1``.
+running hash, its WAL checkpointer (``checkpointer.py``), snapshots. Apply is a pure
+function of (replica state, slot, proposals): no clock, no randomness, no iteration order
+that SQLite does not fix. Each ``apply_slot`` is one SQLite transaction that also advances
+``applied_slot``, so after any crash the replica is exactly at some slot boundary and the
+runtime replays the log from ``applied_slot + 1``.
 
 Readers (app processes running stock RelStorage SQL) use their own connections; WAL mode
-lets them read while the applier writes, and the applier never waits for them (see
-``_checkpoint_if_due`` for what that costs in WAL size).
+lets them read while the applier writes. The applier never checkpoints and never waits for
+readers: a ``WalCheckpointer`` thread keeps the WAL under ``wal_size_limit_bytes``, and the
+applier waits only, now and then, for one of its checkpoints (see its module doc).
 
 Must not import: any clock or global randomness (tests/test_tidy.py), generated protobuf
 (``codec.py`` is the translation point).
-Called by: one thread, the runtime's applier; a ``Replica`` is not thread-safe.
+Called by: one thread, the runtime's applier; a ``Replica`` is not thread-safe (its
+checkpointer runs on a thread of its own, sharing only the gate and a frame count).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -30,6 +33,7 @@ import apsw
 
 from relstorage_paxos.errors import MalformedRecord, ReplicaError, StaleSnapshot
 from relstorage_paxos.replica import schema
+from relstorage_paxos.replica.checkpointer import WalCheckpointer
 from relstorage_paxos.replica.codec import decode_outcome, decode_record, encode_outcome
 from relstorage_paxos.replica.dump import LogicalDump, logical_dump
 from relstorage_paxos.replica.locks import LockTable
@@ -79,16 +83,22 @@ Proposal = tuple[bytes, bytes]
 
 @dataclass(frozen=True, slots=True)
 class ReplicaOptions:
-    wal_size_limit_bytes: int = 8 * 1024 * 1024
-    """The WAL is checkpointed once it holds this much, and cut back to it when restarted
-    (``journal_size_limit``); see ``Replica._checkpoint_if_due`` for the bound it gives."""
+    wal_size_limit_bytes: int = 64 * 1024 * 1024
+    """The bound on ``replica.sqlite3-wal``: the checkpointer copies the WAL every eighth of
+    it written and starts it over (truncated to zero) from half of it; a WAL that restarts
+    by itself is cut back to it too (``journal_size_limit``). Only a read transaction that
+    outlasts ``checkpoint_busy_timeout_ms`` at every try lets the WAL grow past it."""
+    checkpoint_busy_timeout_ms: int = 20
+    """How long a forced checkpoint waits for readers to leave the WAL; the applier, waiting
+    for the checkpoint, waits up to twice as long, once every half ``wal_size_limit_bytes``
+    written."""
     busy_timeout_ms: int = 10_000
     """How long the applier waits for a write lock someone else holds: only a misbehaving
     writer, since the applier is the replica's only writer."""
 
     @property
-    def checkpoint_frames(self) -> int:
-        return max(1, self.wal_size_limit_bytes // WAL_FRAME_BYTES)
+    def wal_limit_frames(self) -> int:
+        return max(8, self.wal_size_limit_bytes // WAL_FRAME_BYTES)
 
 
 @dataclass(slots=True)
@@ -133,9 +143,16 @@ class Replica:
         self._locks = LockTable(db)
         self._writer = ObjectWriter(db, meta.keep_history)
         self._packer = Packer(db, meta.keep_history)
-        self._wal_frames = 0
-        self._warn_pinned_frames = 2 * options.checkpoint_frames
-        # Replaces SQLite's auto-checkpoint: the applier checkpoints itself, before writing.
+        self._gate = threading.Lock()
+        """Held around each slot's write transaction, and by the checkpointer around a
+        checkpoint that needs the writer to pause."""
+        self._checkpointer = WalCheckpointer(
+            path,
+            limit_frames=options.wal_limit_frames,
+            busy_timeout_ms=options.checkpoint_busy_timeout_ms,
+            gate=self._gate,
+        )
+        # Replaces SQLite's auto-checkpoint, which would checkpoint in the applier's COMMIT.
         db.set_wal_hook(self._on_wal_commit)
 
     # -- opening --------------------------------------------------------------------------
@@ -200,8 +217,10 @@ class Replica:
         using SQLite's backup API, and open it; the snapshot's applied slot comes with it.
 
         Readers of ``path`` may stay open: they see the new content at their next read
-        transaction. ``StaleSnapshot`` if the snapshot is behind the replica it replaces,
-        ``HistoryModeMismatch`` if its mode is not the replica's or ``keep_history``.
+        transaction. The content is durable on return (``sync``), as the runtime moves the
+        log's truncation point to the snapshot's slot next. ``StaleSnapshot`` if the snapshot
+        is behind the replica it replaces, ``HistoryModeMismatch`` if its mode is not the
+        replica's or ``keep_history``.
         """
         options = options or ReplicaOptions()
         source_path = os.fspath(snapshot_path)
@@ -233,7 +252,9 @@ class Replica:
             source_path,
             snapshot_meta.applied_slot,
         )
-        return cls.open(target, keep_history, options)
+        replica = cls.open(target, keep_history, options)
+        replica.sync()
+        return replica
 
     # -- state ----------------------------------------------------------------------------
 
@@ -296,32 +317,34 @@ class Replica:
         """
         assert not self._closed, self._path
         assert slot == self._meta.applied_slot + 1, (slot, self._meta.applied_slot)
-        self._checkpoint_if_due()
+        self._check_checkpointer()
+        self._checkpointer.wait_if_over_limit()
         hasher = hashlib.sha256(self._meta.running_hash)
         hasher.update(slot.to_bytes(8, "big"))
         state = _SlotState(last_tid=self._meta.last_tid, next_oid=self._meta.next_oid)
         outcomes: list[Outcome] = []
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for request_id, payload in proposals:
-                hasher.update(len(request_id).to_bytes(4, "big"))
-                hasher.update(request_id)
-                hasher.update(len(payload).to_bytes(8, "big"))
-                hasher.update(payload)
-                outcomes.append(self._apply_proposal(slot, request_id, payload, state))
-            meta = replace(
-                self._meta,
-                applied_slot=slot,
-                last_tid=state.last_tid,
-                running_hash=hasher.digest(),
-                next_oid=state.next_oid,
-            )
-            schema.write_meta(self._db, meta)
-            self._db.execute("COMMIT")
-        except BaseException:
-            if not self._db.get_autocommit():
-                self._db.execute("ROLLBACK")
-            raise
+        with self._gate:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for request_id, payload in proposals:
+                    hasher.update(len(request_id).to_bytes(4, "big"))
+                    hasher.update(request_id)
+                    hasher.update(len(payload).to_bytes(8, "big"))
+                    hasher.update(payload)
+                    outcomes.append(self._apply_proposal(slot, request_id, payload, state))
+                meta = replace(
+                    self._meta,
+                    applied_slot=slot,
+                    last_tid=state.last_tid,
+                    running_hash=hasher.digest(),
+                    next_oid=state.next_oid,
+                )
+                schema.write_meta(self._db, meta)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if not self._db.get_autocommit():
+                    self._db.execute("ROLLBACK")
+                raise
         self._meta = meta
         return outcomes
 
@@ -525,60 +548,49 @@ class Replica:
     # -- WAL ------------------------------------------------------------------------------
 
     def _on_wal_commit(self, db: apsw.Connection, name: str, frames: int) -> int:
-        self._wal_frames = frames
+        """SQLite's WAL hook: ``frames`` is the WAL's length after this commit, which is
+        shorter than before when the WAL started over."""
+        self._checkpointer.committed(frames)
         return apsw.SQLITE_OK
 
-    def _checkpoint_if_due(self) -> None:
-        """Checkpoint (PASSIVE: it never waits for readers) once the WAL holds
-        ``checkpoint_frames``, just before the slot's write transaction, so that write can
-        restart the WAL from its beginning and the commit cut the file back to
-        ``wal_size_limit_bytes``.
-
-        The bound this gives, and its limit: SQLite can copy into the database only frames
-        that no open read transaction may still need, and can restart the WAL only at a moment
-        when no reader is reading from it. So:
-        - with no reader open while slots are applied, the WAL stays below
-          ``wal_size_limit_bytes`` plus one slot's pages;
-        - a read transaction pins every frame committed after it began, so while it lasts
-          the WAL grows with the data applied; the first slot applied after it ends (with no
-          other reader open) cuts the WAL back to ``wal_size_limit_bytes``;
-        - hence with readers that pause between read transactions the bound is the limit
-          plus what is written during one read transaction, but readers that overlap so
-          that one is always open grow the WAL until the first moment none is.
-        No checkpoint mode does better: the others make the applier wait for readers, which
-        DESIGN.md rules out. RelStorage's load connections end their read transaction at
-        every ZODB transaction boundary, so a long ZODB transaction is what holds a WAL.
-        """
-        if self._wal_frames < self._options.checkpoint_frames:
-            return
-        log_frames, checkpointed_frames = self._db.wal_checkpoint(
-            "main", apsw.SQLITE_CHECKPOINT_PASSIVE
-        )
-        if checkpointed_frames == log_frames:
-            self._warn_pinned_frames = 2 * self._options.checkpoint_frames
-        elif log_frames >= self._warn_pinned_frames:
-            self._warn_pinned_frames = 2 * log_frames
-            logger.warning(
-                "replica %s at slot %d: WAL holds %d frames, %d not checkpointable;"
-                " a reader has kept a read transaction open since then",
-                self._path,
-                self._meta.applied_slot,
-                log_frames,
-                log_frames - checkpointed_frames,
-            )
+    def _check_checkpointer(self) -> None:
+        """A failed checkpoint (an I/O error, a failed fsync) stops the node, as a failed
+        write of the applier's own would: it is never only logged (CONVENTIONS.md rule 5)."""
+        failure = self._checkpointer.failure
+        if failure is not None:
+            raise ReplicaError(f"{self._path}: WAL checkpoint failed: {failure}") from failure
 
     # -- snapshots and closing ------------------------------------------------------------
 
     def sync(self) -> None:
-        """Make every slot applied so far survive a power cut, not only a process crash.
+        """Make every slot applied so far survive a power cut, not only a process crash,
+        whatever readers do, without waiting for any of them.
 
-        The runtime calls it before truncating the Paxos log past ``applied_slot``: from then
-        on the replica is the only copy of those slots. With ``synchronous=NORMAL`` a WAL
-        checkpoint fsyncs the WAL first (sqlite.org/pragma.html#pragma_synchronous), and
-        PASSIVE never waits for readers.
+        The runtime calls it before truncating the Paxos log past ``applied_slot`` (from then
+        on the replica is the only copy of those slots), and ``install_snapshot`` before it
+        returns. A checkpoint does not do it: with ``synchronous=NORMAL`` SQLite syncs the WAL
+        only before a checkpoint copies frames, and the database file only after a complete
+        one (sqlite.org/pragma.html#pragma_synchronous), so one that a reader keeps from
+        copying anything syncs nothing.
+
+        One fsync of the WAL file does it. Each COMMIT wrote its frames, commit frame last,
+        into the WAL before returning; once they are on disk, the recovery that runs when the
+        database is next opened replays every frame up to the last commit frame whose
+        checksums hold (sqlite.org/wal.html "Recovery", sqlite.org/fileformat.html §4.3).
+        Commits older than the WAL's last restart are no longer in it, but the WAL restarts
+        only after a complete checkpoint (sqlite.org/wal.html), which synced them into the
+        database file first; pages a later checkpoint copied without a sync are still in the
+        WAL, which recovery reads before the database file. The database file itself is
+        neither fsynced nor even opened here: closing a second descriptor of it would drop
+        this process's POSIX locks on it (sqlite.org/howtocorrupt.html §2.2), while the WAL
+        carries none (its locks live in the ``-shm`` file).
         """
         assert not self._closed, self._path
-        self._db.wal_checkpoint("main", apsw.SQLITE_CHECKPOINT_PASSIVE)
+        fd = os.open(f"{self._path}-wal", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def snapshot_to(self, path: str | os.PathLike[str]) -> int:
         """Copy the replica into a new file at ``path`` with SQLite's backup API and return
@@ -598,8 +610,11 @@ class Replica:
             source.close()
 
     def close(self) -> None:
+        """The checkpointer first: the applier's connection is then the node's last one, and
+        closing it checkpoints the WAL into the database (sqlite.org/wal.html)."""
         if not self._closed:
             self._closed = True
+            self._checkpointer.close()
             self._db.close()
 
     def __enter__(self) -> Replica:

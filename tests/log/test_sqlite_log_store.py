@@ -266,6 +266,90 @@ def test_one_persist_is_one_group_commit(path: Path, spy: SyncSpyVFS) -> None:
     store.close()
 
 
+class PowerCutVFS(apsw.VFS):
+    """The default VFS, keeping for each file the image a power cut would leave: the writes
+    and truncations made before its last ``xSync`` (of any handle on the file, as fsync
+    syncs the file, not the descriptor), none made after."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.durable: dict[str, bytearray] = {}
+        self.pending: dict[str, list[tuple[int, bytes | None]]] = {}
+        super().__init__(name, "")
+
+    def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> apsw.VFSFile:
+        return PowerCutFile(self, name, flags)
+
+    def xDelete(self, filename: str, syncdir: bool) -> None:
+        basename = os.path.basename(filename)
+        self.durable.pop(basename, None)
+        self.pending.pop(basename, None)
+        super().xDelete(filename, syncdir)
+
+    def sync(self, basename: str) -> None:
+        image = self.durable.setdefault(basename, bytearray())
+        for offset, data in self.pending.pop(basename, []):
+            if data is None:
+                del image[offset:]
+            else:
+                image.extend(bytes(max(0, offset + len(data) - len(image))))
+                image[offset : offset + len(data)] = data
+
+    def cut(self, into: Path) -> None:
+        """Write every file as the power cut leaves it into the directory ``into``."""
+        into.mkdir()
+        for basename, image in self.durable.items():
+            (into / basename).write_bytes(image)
+
+
+class PowerCutFile(apsw.VFSFile):
+    def __init__(
+        self, vfs: PowerCutVFS, name: str | apsw.URIFilename | None, flags: list[int]
+    ) -> None:
+        self.vfs = vfs
+        path = name.filename() if isinstance(name, apsw.URIFilename) else str(name)
+        self.basename = os.path.basename(path)
+        super().__init__("", name, flags)
+
+    def xWrite(self, data: bytes, offset: int) -> None:
+        self.vfs.pending.setdefault(self.basename, []).append((offset, bytes(data)))
+        super().xWrite(data, offset)
+
+    def xTruncate(self, newsize: int) -> None:
+        self.vfs.pending.setdefault(self.basename, []).append((newsize, None))
+        super().xTruncate(newsize)
+
+    def xSync(self, flags: int) -> None:
+        super().xSync(flags)
+        self.vfs.sync(self.basename)
+
+
+def test_a_power_cut_keeps_every_must_sync_persist(
+    path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Each accepted entry is persisted must_sync and then marked chosen without sync, as a
+    follower does, over enough slots to checkpoint and restart the WAL several times; a power
+    cut after any of them keeps every entry whose persist returned, chosen or not."""
+    vfs = PowerCutVFS(f"powercut-{request.node.name}")
+    try:
+        store = open_store(path, create=True, vfs=vfs.name)
+        payload = b"v" * 3000
+        for slot in range(1, 1201):
+            store.persist(Persist(entries=(entry(slot, payload=payload),), must_sync=True))
+            store.persist(Persist(entries=(entry(slot, chosen=True, payload=payload),)))
+        store.persist(Persist(promised=Ballot(7, 1), must_sync=True))
+        vfs.cut(path.parent / "cut")
+        store.close()
+    finally:
+        vfs.unregister()
+    survivor = open_store(path.parent / "cut" / path.name)
+    state = survivor.load()
+    survivor.close()
+    assert state.promised == Ballot(7, 1)
+    assert [e.slot for e in state.entries] == list(range(1, 1201))
+    assert all(e.value == entry(e.slot, payload=payload).value for e in state.entries)
+
+
 def test_a_failed_fsync_raises_and_the_store_refuses_further_use(
     path: Path, spy: SyncSpyVFS
 ) -> None:
