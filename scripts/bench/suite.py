@@ -60,7 +60,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     results: dict[str, Any] = {
         "meta": {
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "machine": f"{platform.node()} ({os.cpu_count()} CPUs, Python {platform.python_version()})",
+            "machine": f"{platform.node()} ({os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()})",
             "mode": "quick" if args.quick else "full",
             "rounds": sizes.rounds,
             "sizes": sizes.__dict__,
@@ -101,7 +102,9 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out", type=Path, help="output directory")
     parser.add_argument("--only", help="comma-separated workload letters, e.g. a,f")

@@ -57,9 +57,10 @@ def _bank_rows(w: dict[str, Any]) -> list[Row]:
     return [
         (
             name,
-            f"{s['workers']} workers",
+            "",
             {
                 "commits/s": _fmt(s["commits_per_s"]),
+                "workers": str(s["workers"]),
                 "conflicts/commit": f"{s['conflict_rate']:.3f}",
                 "total ok": "yes" if s["total_ok"] else f"NO {s['totals']}",
             },
@@ -123,7 +124,7 @@ def table(key: str, w: dict[str, Any]) -> str:
             if value is None or not base or anchor == system:
                 ratios.append("")
             else:
-                ratios.append(f"{value / base:.2f}×")
+                ratios.append(f"{value / base:.2f}×")  # noqa: RUF001
         cells = [system, variant, *figures.values(), *ratios]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -110,6 +110,7 @@ class Lab:
         self.close()
 
     def _start(self) -> None:
+        (self.root / "fs").mkdir()
         self.start_zeo()
         self.embedded_dir = make_node(self.root, keep_history=False, name="embedded")
         self.cluster = ProcessCluster(self.root / "cluster", 3, cluster_id="bench")
@@ -164,6 +165,7 @@ class Lab:
             "follower_node": self.follower.node_id,
             "cluster_settings": "3 nodes, tick 0.02 s, election timeout 0.4 s, heartbeat 0.06 s",
             "zeo": self.zeo_address,
+            "root": str(self.root),
         }
 
     def close(self) -> None:

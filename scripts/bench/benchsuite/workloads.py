@@ -379,7 +379,9 @@ def throughput(systems: dict[str, System], pool: Any, sizes: Sizes) -> dict[str,
 def _writers_in(system: System) -> str:
     if not system.multi_process:
         return "threads of one process"
-    return "processes" + (f", spread over {len(system.sites)} nodes" if system.kind == "paxos" else "")
+    return "processes" + (
+        f", spread over {len(system.sites)} nodes" if system.kind == "paxos" else ""
+    )
 
 
 def _rate(results: list[dict[str, float]]) -> dict[str, float]:
@@ -442,7 +444,9 @@ def bank(systems: dict[str, System], pool: Any, sizes: Sizes) -> dict[str, Any]:
     with Databases() as dbs:
         for name in names:
             db = _prepare(systems[name], pool, workers[name], dbs)
-            setup_keys(db, {f"c:{name}": lambda: OOBTree(dict.fromkeys(range(sizes.accounts), BALANCE))})
+            setup_keys(
+                db, {f"c:{name}": lambda: OOBTree(dict.fromkeys(range(sizes.accounts), BALANCE))}
+            )
         for _, name in interleaved(names, sizes.rounds):
             results = _spread(
                 systems[name],
@@ -552,7 +556,7 @@ def _shootout_round(db: ZODB.DB, key: str, count: int) -> dict[str, float]:
     tm_b.begin()
     read = list(b.root()[key].values())
     for obj in read:
-        obj["n"]  # noqa: B018 (unghostify)
+        obj["n"]
     tm_b.abort()
     tm_a.begin()
     started = time.perf_counter()
@@ -561,7 +565,7 @@ def _shootout_round(db: ZODB.DB, key: str, count: int) -> dict[str, float]:
     tm_a.commit()
     tm_b.begin()
     for obj in b.root()[key].values():
-        obj["n"]  # noqa: B018
+        obj["n"]
     out["warm"] = time.perf_counter() - started
     for label, clear in (("cold", True), ("hot", False)):
         tm_b.abort()
@@ -571,7 +575,7 @@ def _shootout_round(db: ZODB.DB, key: str, count: int) -> dict[str, float]:
         tm_b.begin()
         started = time.perf_counter()
         for obj in b.root()[key].values():
-            obj["n"]  # noqa: B018
+            obj["n"]
         out[label] = time.perf_counter() - started
     tm_b.abort()
     a.close()
@@ -659,7 +663,9 @@ def _populate(db: ZODB.DB, key: str, count: int) -> list[bytes]:
     oids: list[bytes] = []
     for start in range(0, count, 1000):
         tm.begin()
-        batch = [PersistentMapping(data="x" * 250, n=i) for i in range(start, min(count, start + 1000))]
+        batch = [
+            PersistentMapping(data="x" * 250, n=i) for i in range(start, min(count, start + 1000))
+        ]
         conn.root()[f"{key}:{start}"] = batch
         tm.commit()
         oids.extend(obj._p_oid for obj in batch)
@@ -744,9 +750,9 @@ def _read_samples(
         tm.begin()
         page = conn.root()[key]
         for obj in page["hot"]:
-            obj["v"]  # noqa: B018
+            obj["v"]
         cold = page["cold"]
-        cold["v"]  # noqa: B018
+        cold["v"]
         tm.abort()
         conn.close()
         out.append(time.perf_counter() - started)
@@ -857,7 +863,7 @@ def failover(cluster: Any, sizes: Sizes) -> dict[str, Any]:
         tm = transaction.TransactionManager()
         conn = db.open(tm)
         key = f"h:{trial}"
-        commit_retrying(tm, lambda: conn.root().__setitem__(key, PersistentMapping(n=0)))
+        commit_retrying(tm, lambda c=conn, k=key: c.root().__setitem__(k, PersistentMapping(n=0)))
         killed_at = time.monotonic()
         leader.kill()
         attempts = 0
