@@ -16,13 +16,14 @@ Writes ``results.json``, ``results.md`` (a table per workload, ratios against th
 the same run) and PNG plots to ``--out`` (default ``./bench-results/<timestamp>/``), and
 prints the Markdown. ``--quick`` makes every workload tiny (the smoke test). Every process
 and temporary directory it makes is removed at the end, on failure and on Ctrl-C too.
-PostgreSQL and etcd anchors are not included (see docs/bench/README.md).
+PostgreSQL and etcd anchors are not included (README.md, "Benchmarks").
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import os
 import platform
 import sys
@@ -112,6 +113,13 @@ def main() -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("bench-results") / stamp
     out.mkdir(parents=True, exist_ok=True)
+    # The embedded node and the databases log warnings in this process (a WAL that an idle
+    # connection's read transaction keeps from being checkpointed, pool sizes): to a file.
+    logging.basicConfig(
+        level=logging.WARNING,
+        filename=str(out / "suite.log"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     results = run(args, out)
     report.write_json(out / "results.json", results)
     text = report.markdown(results)

@@ -108,7 +108,9 @@ def table(key: str, w: dict[str, Any]) -> str:
     primary = {(r[0], r[1]): r[3] for r in rows}
     figure_names = list(rows[0][2]) if rows else []
     lead = next(iter(figure_names), "")
-    head = ["system", "case", *figure_names, *(f"{lead} ÷ {a}" for a in anchors)]
+    cases = any(r[1] for r in rows)
+    head = ["system", *(["case"] if cases else []), *figure_names]
+    head += [f"{lead} ÷ {a}" for a in anchors]
     lines = [
         f"### {w['title']}",
         "",
@@ -125,7 +127,7 @@ def table(key: str, w: dict[str, Any]) -> str:
                 ratios.append("")
             else:
                 ratios.append(f"{value / base:.2f}×")  # noqa: RUF001
-        cells = [system, variant, *figures.values(), *ratios]
+        cells = [system, *([variant] if cases else []), *figures.values(), *ratios]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

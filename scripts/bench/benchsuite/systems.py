@@ -79,7 +79,7 @@ class System:
         if self.kind == "filestorage":
             return f"<zodb>\n<filestorage>\npath {where}\n</filestorage>\n</zodb>\n"
         assert self.kind == "zeo", self.kind
-        cache = "" if cache_mb is None else f"cache-size {max(cache_mb, 1)}MB\n"
+        cache = "" if cache_mb is None else f"cache-size {cache_mb}MB\n"
         return f"<zodb>\n<zeoclient>\nserver {where}\n{cache}wait true\n</zeoclient>\n</zodb>\n"
 
 

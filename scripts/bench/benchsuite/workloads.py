@@ -646,7 +646,7 @@ def uncached_loads(
         "title": "e. uncached load latency while another process commits",
         "unit": "µs",
         "better": "lower",
-        "note": f"cache-local-mb 0 (ZEO: 1 MB client cache), storage.load of random oids among "
+        "note": f"cache-local-mb 0 (ZEO: cache-size 0), storage.load of random oids among "
         f"{sizes.load_objects}, on a storage instance re-polled every 100 loads; a writer "
         "process commits 1-object transactions meanwhile (through the leader's node for paxos)",
         "systems": {
