@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import os
 import platform
@@ -109,7 +110,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out", type=Path, help="output directory")
     parser.add_argument("--only", help="comma-separated workload letters, e.g. a,f")
+    parser.add_argument(
+        "--report-only",
+        type=Path,
+        metavar="DIR",
+        help="measure nothing: write results.md and the PNGs again from DIR/results.json",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        results = json.loads((args.report_only / "results.json").read_text())
+        (args.report_only / "results.md").write_text(report.markdown(results))
+        report.plots(results, args.report_only)
+        print(report.markdown(results))
+        return 0
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("bench-results") / stamp
     out.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ def _failover_rows(w: dict[str, Any]) -> list[Row]:
         (
             name,
             f"{len(s['trials'])} kill(s)",
-            {"median s": f"{s['median_s']:.2f}", "max s": f"{s['max_s']:.2f}"},
+            {"median": f"{s['median_s']:.2f}", "max": f"{s['max_s']:.2f}"},
             None,
         )
         for name, s in w["systems"].items()
@@ -132,6 +132,37 @@ def table(key: str, w: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HEADLINE_CASES = {
+    "b_throughput": {"disjoint, 8 writer(s)", "overlap10, 8 writer(s)"},
+    "d_shootout": {"add", "update", "cold"},
+}
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The paxos rows of every workload, their primary figure beside each anchor's for the
+    same case, with the ratio."""
+    head = ["workload", "system", "case", "figure", *(f"{a} (paxos ÷ it)" for a in ANCHORS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, w in results["workloads"].items():
+        rows = ROWS[key](w)
+        primary = {(r[0], r[1]): r[3] for r in rows}
+        lead = next(iter(rows[0][2])) if rows else ""
+        for system, variant, figures, value in rows:
+            if system in ANCHORS or (key in HEADLINE_CASES and variant not in HEADLINE_CASES[key]):
+                continue
+            unit = w["unit"]
+            shown = f"{figures[lead]} {unit}" if lead == unit else f"{lead} {figures[lead]} {unit}"
+            cells = [key.split("_")[0], system, variant, shown]
+            for anchor in ANCHORS:
+                base = primary.get((anchor, variant))
+                if value is None or base is None:
+                    cells.append("")
+                else:
+                    cells.append(f"{_fmt(base)} ({value / base:.2f}×)")  # noqa: RUF001
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     parts = [
@@ -146,6 +177,9 @@ def markdown(results: dict[str, Any]) -> str:
         + "; ".join(f"`{name}` {label}" for name, label in LABELS.items())
         + ". All history-free.",
         "",
+        "### Headline: paxos against the anchors",
+        "",
+        headline(results),
     ]
     for key, w in results["workloads"].items():
         parts.append(table(key, w))
