@@ -188,6 +188,21 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+COLORS = {
+    "paxos-leader": "tab:blue",
+    "paxos-follower": "tab:orange",
+    "paxos-3node": "tab:blue",
+    "embedded": "tab:green",
+    "rs-sqlite": "tab:red",
+    "filestorage": "tab:purple",
+    "zeo": "tab:brown",
+}
+
+
+def _color(name: str) -> str | None:
+    return COLORS.get(name.split(" ")[0])
+
+
 def plots(results: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
@@ -208,7 +223,8 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         for name, s in w["systems"].items():
             values = sorted(s["samples_us"])
             ys = [(i + 1) / len(values) for i in range(len(values))]
-            ax.step(values, ys, where="post", label=name, linewidth=1.2)
+            style = "--" if "(session)" in name else "-"
+            ax.step(values, ys, style, where="post", label=name, linewidth=1.2, color=_color(name))
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("fraction of samples ≤ x")
@@ -226,11 +242,13 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         for ax, mode in zip(axes, ("disjoint", "overlap10"), strict=True):
             for name, s in w["systems"].items():
                 points = sorted((int(k), v["commits_per_s"]) for k, v in s[mode].items())
-                ax.plot(*zip(*points, strict=True), marker="o", label=name)
+                ax.plot(*zip(*points, strict=True), marker="o", label=name, color=_color(name))
+            ax.set_yscale("log")
+            ax.set_xticks([int(k) for k in next(iter(w["systems"].values()))[mode]])
             ax.set_xlabel("writers")
             ax.set_title(mode, fontsize=10)
             ax.grid(True, alpha=0.3)
-        axes[0].set_ylabel("commits/s")
+        axes[0].set_ylabel("commits/s (log)")
         axes[1].legend(fontsize=7)
         fig.suptitle(w["title"], fontsize=10)
         fig.tight_layout()
