@@ -16,7 +16,7 @@ Writes ``results.json``, ``results.md`` (a table per workload, ratios against th
 the same run) and PNG plots to ``--out`` (default ``./bench-results/<timestamp>/``), and
 prints the Markdown. ``--quick`` makes every workload tiny (the smoke test). Every process
 and temporary directory it makes is removed at the end, on failure and on Ctrl-C too.
-PostgreSQL and etcd anchors are not included (README.md, "Benchmarks").
+``--with-postgres`` adds stock RelStorage+PostgreSQL as a fourth anchor; etcd is not included.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ WORKLOADS = {
     "h": "h_failover",
 }
 LEFT_OUT = (
-    "PostgreSQL and etcd anchors (perf-anchors.md has figures from an earlier run on this "
-    "machine kind); FileStorage and the embedded node in e (no second process can open them)."
+    "etcd; PostgreSQL unless --with-postgres (perf-anchors.md has figures of both from an "
+    "earlier run on this machine kind); FileStorage and the embedded node in e (no second "
+    "process can open them)."
 )
 
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     }
     pool = Pool(max(sizes.writers))
     try:
-        with Lab() as lab:
+        with Lab(with_postgres=args.with_postgres) as lab:
             results["meta"]["lab"] = lab.describe()
             systems = lab.systems()
             steps = {
@@ -110,6 +111,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out", type=Path, help="output directory")
     parser.add_argument("--only", help="comma-separated workload letters, e.g. a,f")
+    parser.add_argument(
+        "--with-postgres",
+        action="store_true",
+        help="add stock RelStorage+PostgreSQL as an anchor (apt-get installs postgresql and "
+        "pip installs psycopg2-binary if missing; a cluster of its own on 127.0.0.1)",
+    )
     parser.add_argument(
         "--report-only",
         type=Path,

@@ -196,6 +196,7 @@ COLORS = {
     "rs-sqlite": "tab:red",
     "filestorage": "tab:purple",
     "zeo": "tab:brown",
+    "postgres": "tab:gray",
 }
 
 

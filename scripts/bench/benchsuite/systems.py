@@ -25,7 +25,7 @@ from typing import Any
 from tests.adapter.support import make_node
 from tests.integration.processes import NodeProcess, ProcessCluster, free_ports, wait_for
 
-ANCHORS = ("rs-sqlite", "filestorage", "zeo")
+ANCHORS = ("rs-sqlite", "filestorage", "zeo", "postgres")
 """The single-server anchors every paxos figure is divided by (when they ran it)."""
 
 LABELS = {
@@ -36,6 +36,7 @@ LABELS = {
     "rs-sqlite": "stock RelStorage+SQLite",
     "filestorage": "FileStorage",
     "zeo": "ZEO (FileStorage behind runzeo)",
+    "postgres": "stock RelStorage+PostgreSQL (only with --with-postgres)",
 }
 
 
@@ -76,6 +77,11 @@ class System:
                 "%import relstorage\n<zodb>\n<relstorage>\n"
                 f"{relstorage}<sqlite3>\ndata-dir {where}\n</sqlite3>\n</relstorage>\n</zodb>\n"
             )
+        if self.kind == "postgres":
+            return (
+                "%import relstorage\n<zodb>\n<relstorage>\n"
+                f"{relstorage}<postgresql>\ndsn {where}\n</postgresql>\n</relstorage>\n</zodb>\n"
+            )
         if self.kind == "filestorage":
             return f"<zodb>\n<filestorage>\npath {where}\n</filestorage>\n</zodb>\n"
         assert self.kind == "zeo", self.kind
@@ -86,8 +92,12 @@ class System:
 class Lab:
     """Every server and data directory of one suite run (a context manager)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, with_postgres: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="relstorage-paxos-bench-"))
+        self.with_postgres = with_postgres
+        self.postgres: subprocess.Popen[bytes] | None = None
+        self.postgres_dir: Path | None = None
+        self.postgres_dsn = ""
         self.cluster: ProcessCluster | None = None
         self.zeo: subprocess.Popen[bytes] | None = None
         self.zeo_address = ""
@@ -112,6 +122,8 @@ class Lab:
     def _start(self) -> None:
         (self.root / "fs").mkdir()
         self.start_zeo()
+        if self.with_postgres:
+            self.start_postgres()
         self.embedded_dir = make_node(self.root, keep_history=False, name="embedded")
         self.cluster = ProcessCluster(self.root / "cluster", 3, cluster_id="bench")
         self.cluster.start()
@@ -141,6 +153,61 @@ class Lab:
 
         wait_for("runzeo", answers, 30.0)
 
+    def start_postgres(self) -> None:
+        """apt-get install postgresql if needed; initdb a cluster of our own (trust, as the
+        postgres user) and run it on 127.0.0.1 with fsync and synchronous_commit on."""
+        import glob
+        import pwd
+
+        if not glob.glob("/usr/lib/postgresql/*/bin/postgres"):
+            subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True)
+        try:
+            import psycopg2
+        except ImportError:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "psycopg2-binary"], check=True
+            )
+            import psycopg2
+        bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
+        user = pwd.getpwnam("postgres")
+        self.postgres_dir = Path(tempfile.mkdtemp(prefix="relstorage-paxos-bench-pg-"))
+        os.chown(self.postgres_dir, user.pw_uid, user.pw_gid)
+        data = self.postgres_dir / "data"
+        subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+            check=True,
+            capture_output=True,
+            user="postgres",
+            cwd=self.postgres_dir,
+        )
+        (port,) = free_ports(1)
+        log = (self.root / "postgres.log").open("ab")
+        self.postgres = subprocess.Popen(
+            [
+                *(str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data)),
+                *("-c", "listen_addresses=127.0.0.1", "-c", "shared_buffers=256MB"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user="postgres",
+            cwd=self.postgres_dir,
+        )
+        log.close()
+        base = f"host=127.0.0.1 port={port} user=postgres"
+
+        def connect() -> Any:
+            assert self.postgres is not None and self.postgres.poll() is None, "postgres exited"
+            try:
+                return psycopg2.connect(f"{base} dbname=postgres")
+            except psycopg2.OperationalError:
+                return None
+
+        conn = wait_for("postgres", connect, 60.0)
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE zs")
+        conn.close()
+        self.postgres_dsn = f"{base} dbname=zs"
+
     def systems(self) -> dict[str, System]:
         assert self.cluster and self.leader and self.follower and self.embedded_dir
         others = [n for n in self.cluster.nodes.values() if n is not self.leader]
@@ -156,7 +223,11 @@ class Lab:
                 System("filestorage", "filestorage", (str(self.root / "fs" / "Data.fs"),), False),
                 System("zeo", "zeo", (self.zeo_address,), True),
             )
-        }
+        } | (
+            {"postgres": System("postgres", "postgres", (self.postgres_dsn,), True)}
+            if self.postgres_dsn
+            else {}
+        )
 
     def describe(self) -> dict[str, Any]:
         assert self.leader and self.follower
@@ -175,7 +246,10 @@ class Lab:
                 _stop(node.process)
                 node._drop_client()
         _stop(self.zeo)
+        _stop(self.postgres)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.postgres_dir is not None:
+            shutil.rmtree(self.postgres_dir, ignore_errors=True)
         if hasattr(self, "_previous_sigterm"):
             signal.signal(signal.SIGTERM, self._previous_sigterm)
 

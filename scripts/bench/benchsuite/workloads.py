@@ -194,7 +194,15 @@ class Databases:
 
 # -- a. one-object commit latency ----------------------------------------------------------
 
-A_SYSTEMS = ["paxos-leader", "paxos-follower", "embedded", "rs-sqlite", "filestorage", "zeo"]
+A_SYSTEMS = [
+    "paxos-leader",
+    "paxos-follower",
+    "embedded",
+    "rs-sqlite",
+    "filestorage",
+    "zeo",
+    "postgres",
+]
 
 
 def commit_latency(systems: dict[str, System], sizes: Sizes) -> dict[str, Any]:
@@ -248,7 +256,7 @@ def _commit_samples(
 
 # -- b. throughput with 1/4/8 writers --------------------------------------------------------
 
-B_SYSTEMS = ["paxos-3node", "embedded", "rs-sqlite", "filestorage", "zeo"]
+B_SYSTEMS = ["paxos-3node", "embedded", "rs-sqlite", "filestorage", "zeo", "postgres"]
 OVERLAP = 0.1
 
 
@@ -396,7 +404,7 @@ def _rate(results: list[dict[str, float]]) -> dict[str, float]:
 
 # -- c. bank ---------------------------------------------------------------------------------
 
-C_SYSTEMS = ["paxos-3node", "embedded", "rs-sqlite", "filestorage", "zeo"]
+C_SYSTEMS = ["paxos-3node", "embedded", "rs-sqlite", "filestorage", "zeo", "postgres"]
 BALANCE = 1000
 
 
@@ -585,7 +593,7 @@ def _shootout_round(db: ZODB.DB, key: str, count: int) -> dict[str, float]:
 
 # -- e. uncached loads while another process writes -----------------------------------------
 
-E_SYSTEMS = ["paxos-leader", "paxos-follower", "rs-sqlite", "zeo"]
+E_SYSTEMS = ["paxos-leader", "paxos-follower", "rs-sqlite", "zeo", "postgres"]
 
 
 def w_background_writer(
@@ -700,6 +708,7 @@ F_VARIANTS = [
     ("embedded", "linearizable"),
     ("rs-sqlite", None),
     ("filestorage", None),
+    ("postgres", None),
 ]
 
 
