@@ -1,4 +1,5 @@
-"""Builders shared by the core unit tests: a lone node stepped by hand, one Ready at a time."""
+"""Builders shared by the core unit tests: a lone node stepped by hand, one Ready at a time,
+and a three-node cluster with a leader."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from relstorage_paxos.core import (
     Role,
     Value,
 )
+from tests.interaction.harness import Cluster
 
 M = TypeVar("M")
 
@@ -78,3 +80,14 @@ def campaign(node: Node) -> Ballot:
 def sent(ready: Ready, kind: type[M]) -> list[M]:
     """The messages of type ``kind`` in ``ready``, in order."""
     return [m for m in ready.messages if isinstance(m, kind)]
+
+
+def elected_with_one_slot() -> Cluster:
+    """Three nodes; n1 leads and slot 1 is chosen."""
+    c = Cluster(3, seed=1)
+    c.tick_until_campaign(1)
+    c.deliver()
+    c.propose(1, "a")
+    c.deliver()
+    assert c.leaders() == [1] and c.node(1).commit == 1
+    return c

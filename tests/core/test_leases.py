@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from relstorage_paxos.core import Heartbeat, HeartbeatReply, Prepare, Promise
 from relstorage_paxos.core.lease import PPM, LeaseTimes
+from tests.core.support import elected_with_one_slot
 from tests.interaction.harness import Cluster, match
 
 TICK_US = 10_000
@@ -173,11 +174,7 @@ def test_a_higher_promise_ends_a_holders_lease() -> None:
 
 
 def test_without_leases_reads_go_through_read_index_and_commits_finish_when_chosen() -> None:
-    c = Cluster(3, seed=1)
-    c.tick_until_campaign(1)
-    c.deliver()
-    c.propose(1, "a")
-    c.deliver()
+    c = elected_with_one_slot()
     assert c.node(1).lease_read() is None and c.node(2).lease_read() is None
     assert c.node(1).finished == c.node(1).commit == 1
 

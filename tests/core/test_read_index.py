@@ -18,17 +18,8 @@ from relstorage_paxos.core import (
     ReadIndexRequest,
     Role,
 )
+from tests.core.support import elected_with_one_slot
 from tests.interaction.harness import Cluster, match
-
-
-def elected_with_one_slot() -> Cluster:
-    c = Cluster(3, seed=1)
-    c.tick_until_campaign(1)
-    c.deliver()
-    c.propose(1, "a")
-    c.deliver()
-    assert c.leaders() == [1] and c.node(1).commit == 1
-    return c
 
 
 def read_seqs(c: Cluster) -> list[int]:

@@ -24,35 +24,7 @@ from relstorage_paxos.errors import LogStoreError
 from relstorage_paxos.log import SqliteLogStore
 from relstorage_paxos.log.sqlite_store import _entry_checksum, decode_value, encode_value
 from tests.log.support import entry
-
-
-class SyncSpyVFS(apsw.VFS):
-    """The default VFS, counting ``xSync`` calls per file name, or failing them on demand."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.syncs: Counter[str] = Counter()
-        self.fail_syncs = False
-        super().__init__(name, "")
-
-    def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> apsw.VFSFile:
-        return SyncSpyFile(self, name, flags)
-
-
-class SyncSpyFile(apsw.VFSFile):
-    def __init__(
-        self, vfs: SyncSpyVFS, name: str | apsw.URIFilename | None, flags: list[int]
-    ) -> None:
-        self.vfs = vfs
-        path = name.filename() if isinstance(name, apsw.URIFilename) else str(name)
-        self.basename = os.path.basename(path)
-        super().__init__("", name, flags)
-
-    def xSync(self, flags: int) -> None:
-        if self.vfs.fail_syncs:
-            raise apsw.IOError("injected fsync failure")
-        self.vfs.syncs[self.basename] += 1
-        super().xSync(flags)
+from tests.sync_spy import SyncSpyVFS
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 
 from relstorage_paxos.replica import Committed, Replica, ReplicaOptions
 from relstorage_paxos.replica.applier import WAL_FRAME_BYTES
+from tests.sync_spy import SyncSpyVFS
 
 from .helpers import apply, commit, lock, open_readonly
 
@@ -181,7 +182,7 @@ def test_a_passive_checkpoint_syncs_nothing_while_a_reader_pins_the_wal(
     """Why ``Replica.sync`` does not checkpoint (issue #14): with ``synchronous=NORMAL``
     SQLite syncs only the frames a checkpoint copies, and a reader that began before the
     last commits lets it copy none of them."""
-    vfs = SyncCountingVFS(f"synccount-{request.node.name}")
+    vfs = SyncSpyVFS(f"synccount-{request.node.name}")
     try:
         writer = apsw.Connection(str(tmp_path / "w.sqlite3"), vfs=vfs.name)
         writer.execute("PRAGMA journal_mode = WAL").fetchall()
@@ -223,29 +224,3 @@ def test_sync_fsyncs_the_wal_while_a_reader_pins_it(
     assert os.path.realpath(f"{replica.path}-wal") in fsynced, fsynced
     reader.execute("COMMIT")
     reader.close()
-
-
-class SyncCountingVFS(apsw.VFS):
-    """The default VFS, counting ``xSync`` calls per file name."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.syncs: Counter[str] = Counter()
-        super().__init__(name, "")
-
-    def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> apsw.VFSFile:
-        return SyncCountingFile(self, name, flags)
-
-
-class SyncCountingFile(apsw.VFSFile):
-    def __init__(
-        self, vfs: SyncCountingVFS, name: str | apsw.URIFilename | None, flags: list[int]
-    ) -> None:
-        self.vfs = vfs
-        path = name.filename() if isinstance(name, apsw.URIFilename) else str(name)
-        self.basename = os.path.basename(path)
-        super().__init__("", name, flags)
-
-    def xSync(self, flags: int) -> None:
-        self.vfs.syncs[self.basename] += 1
-        super().xSync(flags)
