@@ -74,6 +74,10 @@ from relstorage_paxos.core.ready import (
 
 logger = logging.getLogger(__name__)
 
+REPLY_TIMES_KEPT = 64
+"""Heartbeat replies a follower remembers the send time of, for a grant to date its lease
+from; a grant comes one round later, so only while the leader grants none do they pile up."""
+
 
 class Role(enum.Enum):
     FOLLOWER = "follower"
@@ -1032,7 +1036,8 @@ class Node:
         """One heartbeat round: each renews the read lease of a peer whose reply we
         registered, if we may grant one now (``_may_grant``)."""
         lead.read_seq += 1
-        lead.heartbeat_sent_us[lead.read_seq] = self._now_us
+        if self._lease_times is not None:  # pruned as replies register holders
+            lead.heartbeat_sent_us[lead.read_seq] = self._now_us
         grant = self._may_grant()
         for peer in self.peers:
             lease_seq = lead.lease_seq.get(peer, 0) if grant else 0
@@ -1063,6 +1068,8 @@ class Node:
                 self._reply_ballot, self._reply_sent_us = m.ballot, {}
             # Our lease, if this reply is granted, starts now: before the reply leaves.
             self._reply_sent_us[m.read_seq] = self._now_us
+            if len(self._reply_sent_us) > REPLY_TIMES_KEPT:  # no grant for a while
+                del self._reply_sent_us[min(self._reply_sent_us)]
         self._send(
             HeartbeatReply(self.id, m.src, m.ballot, True, self.promised, m.read_seq, self.commit)
         )

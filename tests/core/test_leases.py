@@ -241,3 +241,22 @@ def test_network_delay_alone_is_no_clock_fault() -> None:
     c.tick(1, 2)
     c.deliver()
     assert c.node(2).lease_read() is not None
+
+
+def test_without_leases_a_leader_keeps_no_heartbeat_times() -> None:
+    c = elected_with_one_slot()
+    for _ in range(50):
+        c.tick(1, 2)
+        c.deliver()
+    lead = c.node(1)._lead
+    assert lead is not None and lead.heartbeat_sent_us == {}, len(lead.heartbeat_sent_us)
+
+
+def test_with_leases_a_leader_forgets_heartbeat_times_past_its_leader_lease() -> None:
+    c = leased_cluster()
+    for step in range(50):
+        at(c, 300_000 + step * 20_000)
+        c.tick(1, 2)
+        c.deliver()
+    lead = c.node(1)._lead
+    assert lead is not None and len(lead.heartbeat_sent_us) < 10, len(lead.heartbeat_sent_us)
