@@ -393,7 +393,12 @@ class PaxosHistoryPreservingPackUndo(PaxosPackMixin, HistoryPreservingPackUndo):
         """Stage, for every object ``undo_tid`` wrote, the state it had before (none if that
         transaction created it) and that state's blob; return ``(oid, tid the state comes
         from)`` pairs as RelStorage's does. ``prev_tid`` is the replica's current tid,
-        which the database lock keeps current."""
+        which the database lock keeps current.
+
+        RelStorage calls ``verify_undoable`` before it takes the lock, on a replica that
+        may not have applied a commit acknowledged elsewhere yet; the lock's grant is
+        applied here now, so the rules are checked again on what is current."""
+        self.verify_undoable(cursor, undo_tid)
         cursor.execute(_UNDONE_STATES, (undo_tid,))
         rows = cursor.fetchall()
         for oid, before_tid, md5, state, current_tid in rows:

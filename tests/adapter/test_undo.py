@@ -81,6 +81,33 @@ def test_undoing_a_change_that_was_overwritten_is_refused(dbs: tuple[ZODB.DB, ZO
     assert _get(db1, "overwritten") == 2
 
 
+def test_an_undo_checked_on_a_stale_snapshot_is_refused_under_the_lock(
+    cluster: ProcessCluster, dbs: tuple[ZODB.DB, ZODB.DB]
+) -> None:
+    """RelStorage checks an undo before it takes the database lock, on whatever the replica
+    showed then: the store connection's snapshot is pinned before the overwriting commit,
+    as a lagging replica would show it, and the check under the lock must refuse."""
+    db1, db2 = dbs
+    _set(db1, "stale", 1)
+    older = _last_undoable_id(db1)
+    storage = db2.storage.new_instance()
+    txn = TransactionMetaData()
+    try:
+        storage.tpc_begin(txn)
+        cursor = storage._tpc_phase.shared_state.store_connection.cursor
+        cursor.execute("BEGIN")
+        cursor.execute("SELECT COUNT(*) FROM current_object").fetchall()  # pins the snapshot
+        _set(db1, "stale", 2)
+        cluster.wait_converged()
+        with pytest.raises(UndoError):
+            storage.undo(older, txn)
+        storage.tpc_abort(txn)
+    finally:
+        storage.release()
+    assert _get(db2, "stale") == 2
+    assert lock_requests(cluster.nodes[2].data_dir) == []
+
+
 def test_a_commit_waits_for_an_undo_holding_the_database_lock(
     dbs: tuple[ZODB.DB, ZODB.DB],
 ) -> None:
