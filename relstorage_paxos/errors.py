@@ -8,7 +8,7 @@ Rooted in ZODB's exceptions so that ``transaction`` knows which ones a retry can
 from __future__ import annotations
 
 from transaction.interfaces import TransientError
-from ZODB.POSException import StorageError
+from ZODB.POSException import ReadConflictError, StorageError
 
 
 class PaxosError(StorageError):
@@ -101,6 +101,21 @@ class DataDirError(PaxosError):
 class NodeUnavailableError(PaxosTransientError):
     """The node's Sequencer could not be reached (not running, socket missing, shutting
     down); nothing was proposed."""
+
+
+class ReadBarrierError(PaxosTransientError, ReadConflictError):
+    """A poll could not establish its consistency barrier (the node unreachable, no quorum,
+    a replica out of sync beyond ``max-lag``). A ``ReadConflictError`` because RelStorage
+    postpones exactly those from a poll to the next read or write of the transaction, after
+    resetting the connection's object cache: ``DB.open()``, ``begin()``, ``abort()`` and
+    the poll after a commit never raise it (ZODB is not prepared for that, and a failing
+    ``DB.open()`` leaks the connection from its pool), and no cached object is served
+    unfenced."""
+
+
+class NoQuorumError(PaxosTransientError):
+    """The node has heard from no leader for longer than an election takes: it is cut off
+    from a quorum, so it refuses read barriers at once instead of letting them time out."""
 
 
 class OutcomeUnknownError(PaxosTransientError):

@@ -168,6 +168,7 @@ class NodeServer:
                     tick_s=s.tick_s,
                     compact_every_slots=s.compact_every_slots,
                     compact_keep_slots=s.compact_keep_slots,
+                    cut_off_ticks=2 * s.node_options().election_timeout_ticks,
                 ),
                 self._log_store,
                 self._replica,

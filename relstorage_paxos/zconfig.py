@@ -21,6 +21,7 @@ from relstorage_paxos.adapter.settings import (
     lock_lease_seconds,
     max_lag_seconds,
     node_data_dir,
+    read_timeout_seconds,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "lock_lease_seconds",
     "max_lag_seconds",
     "node_data_dir",
+    "read_timeout_seconds",
 ]
 
 
@@ -42,6 +44,7 @@ class PaxosAdapterFactory(BaseConfig):  # type: ignore[misc]
             max_lag_s=config.max_lag,
             embedded=config.embedded,
             lock_lease_s=config.lock_lease,
+            read_timeout_s=config.read_timeout,
         )
 
     def create(self, options: Any) -> Any:

@@ -18,7 +18,6 @@ from typing import Any
 
 from relstorage.adapters.dbiter import (  # type: ignore[import-untyped]
     HistoryFreeDatabaseIterator,
-    HistoryPreservingDatabaseIterator,
 )
 from relstorage.adapters.sqlite.adapter import Sqlite3Adapter  # type: ignore[import-untyped]
 from relstorage.adapters.sqlite.batch import Sqlite3RowBatcher  # type: ignore[import-untyped]
@@ -34,6 +33,7 @@ from relstorage_paxos.adapter import dbapi, drivers, link
 from relstorage_paxos.adapter.components import (
     PaxosConnectionManager,
     PaxosHistoryFreePackUndo,
+    PaxosHistoryPreservingDatabaseIterator,
     PaxosHistoryPreservingPackUndo,
     PaxosLocker,
     PaxosObjectMover,
@@ -150,16 +150,17 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
             options=options,
         )
         self.packundo.pack_proposer = PackProposer(node, options.commit_lock_timeout, barrier)
-        dbiter = (
-            HistoryPreservingDatabaseIterator if self.keep_history else HistoryFreeDatabaseIterator
-        )
-        self.dbiter = dbiter(driver)
+        if self.keep_history:
+            self.dbiter = PaxosHistoryPreservingDatabaseIterator(driver, self.poller.fence)
+        else:
+            self.dbiter = HistoryFreeDatabaseIterator(driver)
 
     def _barrier(self) -> Callable[[], object]:
         node = self.node_link
         consistency = self.settings.consistency
         if consistency == "linearizable":
-            return node.read_barrier
+            read_timeout_s = self.settings.read_timeout_s
+            return lambda: node.read_barrier(read_timeout_s)
         if consistency == "local":
             max_lag_s = self.settings.max_lag_s
             return lambda: node.check_lag(max_lag_s)

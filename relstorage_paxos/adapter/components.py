@@ -18,6 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from relstorage.adapters.dbiter import (  # type: ignore[import-untyped]
+    HistoryPreservingDatabaseIterator,
+)
 from relstorage.adapters.interfaces import IOIDAllocator  # type: ignore[import-untyped]
 from relstorage.adapters.packundo import (  # type: ignore[import-untyped]
     HistoryFreePackUndo,
@@ -44,7 +47,7 @@ from relstorage_paxos.adapter import dbapi
 from relstorage_paxos.adapter.link import OIDS_PER_REQUEST, NodeLink
 from relstorage_paxos.adapter.pack import PaxosPackMixin
 from relstorage_paxos.adapter.writes import Writer
-from relstorage_paxos.errors import NotReplicatedError, PaxosTransientError
+from relstorage_paxos.errors import NotReplicatedError, PaxosTransientError, ReadBarrierError
 from relstorage_paxos.replica import Allocated, AllocateOids, Record
 
 logger = logging.getLogger(__name__)
@@ -128,7 +131,6 @@ class PaxosTransactionControl(Sqlite3TransactionControl):  # type: ignore[misc]
             tid = self._writer.commit(cursor, txn.user, txn.description, txn.extension)
             assert tid == txn.tid, (tid, txn.tid)
         super().commit_phase2(store_connection, txn, load_connection)
-        self.poller.after_commit()
 
     def add_transaction(
         self,
@@ -241,7 +243,11 @@ class PaxosPoller(Poller):  # type: ignore[misc]
     Under ``linearizable``, while the node holds a read lease, the barrier costs no call:
     the poll reads the lease board, then checks that its own snapshot (taken after that)
     has applied the board's floor, waiting a little for the node's applier if not; only
-    without a lease does it make a ReadIndex round through the node."""
+    without a lease does it make a ReadIndex round through the node.
+
+    A barrier that fails raises ``ReadBarrierError``, which RelStorage postpones from the
+    poll to the transaction's next read (see the error); this poll's connection refuses
+    every statement until the next poll, so nothing reads the unfenced snapshot either."""
 
     def __init__(
         self,
@@ -261,27 +267,21 @@ class PaxosPoller(Poller):  # type: ignore[misc]
         )
         self._barrier = barrier
         self._lease_floor = lease_floor
-        self._after_commit = False
 
-    def after_commit(self) -> None:
-        """The next poll follows our own commit: ZODB runs it from ``afterCompletion``,
-        inside ``transaction.commit()``. A failing barrier must not raise there: commit()
-        would then report a transient error for a transaction that is committed, and
-        ``transaction.manager.attempts()`` would run it a second time. That poll goes
-        without the barrier (it already sees our own commit, applied locally); the next
-        ``begin()`` polls again, with it."""
-        self._after_commit = True
-
-    def _wait_for_barrier(self, cursor: dbapi.Cursor) -> None:
-        after_commit, self._after_commit = self._after_commit, False
+    def fence(self, cursor: dbapi.Cursor) -> None:
+        """Make ``cursor``'s next reads see what the consistency level promises a
+        transaction starting now; raise ``ReadBarrierError`` if it cannot."""
+        connection = cursor.connection
+        connection.unfenced = None
         if self._lease_floor is not None and self._snapshot_under_lease(cursor):
             return
         try:
             self._barrier()
         except PaxosTransientError as exc:
-            if not after_commit:
-                raise
-            logger.warning("read barrier after a commit skipped (%s); the next begin() waits", exc)
+            reason = f"no consistency barrier for this transaction: {exc}"
+            error = ReadBarrierError(reason)  # type: ignore[no-untyped-call]
+            connection.unfenced = error
+            raise error from exc
 
     def _snapshot_under_lease(self, cursor: dbapi.Cursor) -> bool:
         """Fix the load connection's snapshot where the node's lease says every finished
@@ -305,7 +305,7 @@ class PaxosPoller(Poller):  # type: ignore[misc]
         return False
 
     def get_current_tid(self, cursor: dbapi.Cursor) -> int:
-        self._wait_for_barrier(cursor)
+        self.fence(cursor)
         tid: int = super().get_current_tid(cursor)
         return tid
 
@@ -314,8 +314,22 @@ class PaxosPoller(Poller):  # type: ignore[misc]
     ) -> Any:
         if prev_polled_tid is None:
             return None, self.get_current_tid(cursor)
-        self._wait_for_barrier(cursor)
+        self.fence(cursor)
         return super().poll_invalidations(conn, cursor, prev_polled_tid)
+
+
+class PaxosHistoryPreservingDatabaseIterator(HistoryPreservingDatabaseIterator):  # type: ignore[misc]
+    """``undoLog`` reads the transaction log on a connection of its own, which no poll
+    fenced: behind the poller's barrier, the undo log offered after a commit finished on
+    another node lists it (and an undo picks the transaction the user saw)."""
+
+    def __init__(self, driver: Any, fence: Callable[[dbapi.Cursor], None]) -> None:
+        super().__init__(driver)
+        self._fence = fence
+
+    def iter_transactions(self, cursor: dbapi.Cursor) -> Any:
+        self._fence(cursor)
+        return super().iter_transactions(cursor)
 
 
 class PaxosSchemaInstaller(Sqlite3SchemaInstaller):  # type: ignore[misc]

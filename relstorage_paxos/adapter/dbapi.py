@@ -125,6 +125,7 @@ def _translate(exc: apsw.Error) -> DatabaseError:
 
 
 _DML: Final = re.compile(r"\s*(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+_TRANSACTION_CONTROL: Final = re.compile(r"\s*(?:BEGIN|COMMIT|END|ROLLBACK)\b", re.IGNORECASE)
 
 
 def connect(
@@ -174,6 +175,11 @@ class Connection:
     paxos_prepared: Prepared | None = None
     """Set by the adapter on a store connection whose transaction voted with its blobs
     moved into a shared blob directory: finish proposes its commit."""
+
+    unfenced: Exception | None = None
+    """Set by the poller on a load connection whose consistency barrier failed: every
+    statement but transaction control raises it until the next poll, so nothing reads the
+    unfenced snapshot."""
 
     def __init__(self, db: apsw.Connection, path: str, isolation_level: str | None) -> None:
         self.db = db
@@ -270,6 +276,8 @@ class Cursor:
         self.lastrowid: int | None = None
 
     def execute(self, stmt: str, params: Params | None = None) -> Cursor:
+        if self.connection.unfenced is not None and not _TRANSACTION_CONTROL.match(stmt):
+            raise self.connection.unfenced
         if params is not None:
             stmt = stmt.replace("%s", "?")
         is_dml = _DML.match(stmt) is not None
@@ -288,6 +296,8 @@ class Cursor:
         return self
 
     def executemany(self, stmt: str, seq_of_params: Iterable[Params]) -> Cursor:
+        if self.connection.unfenced is not None:
+            raise self.connection.unfenced
         stmt = stmt.replace("%s", "?")
         if _DML.match(stmt) is not None:
             self.connection.begin_implicitly()

@@ -82,10 +82,11 @@ class NodeLink:
         node; see ``lease_board``). None: use ``read_barrier``."""
         return self._board.floor()
 
-    def read_barrier(self) -> int:
+    def read_barrier(self, timeout_s: float) -> int:
         """Linearizable: return once this node's replica holds every commit that finished,
-        on any node, before the call (concurrent callers share ReadIndex rounds)."""
-        return self._barrier.wait()
+        on any node, before the call (concurrent callers share ReadIndex rounds, each
+        bounded by the timeout of the caller that started it)."""
+        return self._barrier.wait(timeout_s)
 
     def check_lag(self, max_lag_s: float) -> None:
         """Bounded staleness: return if this node was in sync with the leader (knows one,
@@ -144,7 +145,7 @@ class _CoalescedReadIndex:
         self._in_flight = False
         self._result: int | BaseException = 0
 
-    def wait(self) -> int:
+    def wait(self, timeout_s: float) -> int:
         with self._cond:
             target = self._started + 1
             while self._finished < target:
@@ -158,7 +159,7 @@ class _CoalescedReadIndex:
             my_round = self._started
         result: int | BaseException
         try:
-            result = self._client.read_index()
+            result = self._client.read_index(timeout_s)
         except BaseException as exc:  # handed to every waiter of this round, then re-raised
             result = exc
         with self._cond:

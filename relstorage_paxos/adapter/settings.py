@@ -18,6 +18,7 @@ from relstorage_paxos import config
 CONSISTENCY_LEVELS: Final = ("linearizable", "session", "local")
 DEFAULT_MAX_LAG_S: Final = 5.0
 DEFAULT_LOCK_LEASE_S: Final = 30.0
+DEFAULT_READ_TIMEOUT_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,10 @@ class AdapterSettings:
     ``session`` never waits (this node never goes back, and finish waits for local apply),
     ``local`` never waits but refuses to read from a node out of sync for over ``max_lag_s``."""
     max_lag_s: float = DEFAULT_MAX_LAG_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    """The longest a ``linearizable`` poll waits for a ReadIndex round when its node holds
+    no read lease (an election, an outage); then the transaction's next read raises
+    ``ReadBarrierError``, which ``transaction.manager.attempts()`` retries."""
     embedded: bool = False
     """Run the node inside this process (single-process applications, tests)."""
     lock_lease_s: float = DEFAULT_LOCK_LEASE_S
@@ -72,6 +77,10 @@ def max_lag_seconds(value: str | float) -> float:
 
 def lock_lease_seconds(value: str | float) -> float:
     return _positive_seconds("lock-lease", value)
+
+
+def read_timeout_seconds(value: str | float) -> float:
+    return _positive_seconds("read-timeout", value)
 
 
 def node_data_dir(value: str) -> Path:

@@ -40,7 +40,12 @@ from relstorage_paxos.core import (
     Role,
     SnapshotRequest,
 )
-from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, RecordTooLargeError
+from relstorage_paxos.errors import (
+    NodeUnavailableError,
+    NoQuorumError,
+    OutcomeUnknownError,
+    RecordTooLargeError,
+)
 from relstorage_paxos.lease_board import LeaseBoardWriter
 from relstorage_paxos.log.store import LogStore
 from relstorage_paxos.replica import Conflict, Outcome, Queued, RecordedOutcome, Replica
@@ -72,6 +77,11 @@ class RuntimeOptions:
     compact_keep_bytes: int = 256 << 20
     """Of the ``compact_keep_slots`` kept, only as many of the newest as hold this many
     bytes."""
+    cut_off_ticks: int = 40
+    """A node that has known no leader for this many ticks fails read barriers at once
+    (``NoQuorumError``): a normal election ends well within it (the server sets it to two
+    election timeouts), and a poll waiting out its whole timeout would only stall the
+    application."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +160,7 @@ class NodeRuntime:
         earlier process (the same counter values) must not answer this one's barriers."""
         self._read_counter = 0
         self._ticks = 0
+        self._leaderless_ticks = 0
         self._applied_sizes: deque[tuple[int, int]] = deque()
         """(slot, bytes) of the slots applied since start that the log still holds."""
         self._applied_bytes = 0
@@ -308,6 +319,12 @@ class NodeRuntime:
         self._ticks += 1
         self._core.set_time(self._now_us())
         self._core.tick()
+        if self._core.leader is not None:
+            self._leaderless_ticks = 0
+        else:
+            self._leaderless_ticks += 1
+            if self._cut_off():
+                self._fail_reads()
         retry = self.options.retry_ticks
         for request_id, waiting in self._proposals.items():
             if self._ticks - waiting.last_sent_tick >= retry:
@@ -468,8 +485,27 @@ class NodeRuntime:
             self._lease_barriers.append(future)
             self._resolve_barriers()
             self.metrics.lease_reads.inc()
+        elif self._cut_off():
+            future.set_exception(self._no_quorum())
         else:
             self._start_read_index(future)
+
+    def _cut_off(self) -> bool:
+        return self._leaderless_ticks >= self.options.cut_off_ticks
+
+    def _no_quorum(self) -> NoQuorumError:
+        seconds = self._leaderless_ticks * self.options.tick_s
+        return NoQuorumError(
+            f"node {self.node_id} has known no leader for {seconds:.1f} s: it cannot reach"
+            " a quorum, so no read barrier"
+        )
+
+    def _fail_reads(self) -> None:
+        if self._reads:
+            error = self._no_quorum()
+            for future, _ in self._reads.values():
+                future.set_exception(error)
+            self._reads.clear()
 
     def _start_read_index(self, future: Future[int]) -> None:
         self._read_counter += 1

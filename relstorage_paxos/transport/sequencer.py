@@ -99,8 +99,15 @@ class SequencerBackend(Protocol):
     def status(self) -> StatusView: ...
 
 
-def _timeout(timeout_ms: int) -> float:
-    return min(MAX_TIMEOUT_S, timeout_ms / 1000) if timeout_ms else DEFAULT_TIMEOUT_S
+def _timeout(timeout_ms: int, context: grpc.ServicerContext) -> float:
+    """The request's own timeout (or the default), cut to end before the caller's gRPC
+    deadline, so that the caller reads why (our client gives a deadline ``GRACE_S`` longer
+    than its timeout for that) instead of a bare DEADLINE_EXCEEDED."""
+    timeout_s = min(MAX_TIMEOUT_S, timeout_ms / 1000) if timeout_ms else DEFAULT_TIMEOUT_S
+    remaining = context.time_remaining()
+    if remaining is None:
+        return timeout_s
+    return max(0.0, min(timeout_s, max(remaining - GRACE_S, remaining / 2)))
 
 
 class SequencerService(sequencer_pb2_grpc.SequencerServicer):
@@ -145,7 +152,7 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
         future = self._backend.propose(request.request_id, request.record)
         slot, outcome = _wait(
             future,
-            _timeout(request.timeout_ms),
+            _timeout(request.timeout_ms, context),
             context,
             "outcome unknown: the record may still be applied; retry with the same request_id",
         )
@@ -157,7 +164,7 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
         self._check(request.cluster_id, context, write=True)
         slot = _wait(
             self._backend.read_index(),
-            DEFAULT_TIMEOUT_S,
+            _timeout(0, context),
             context,
             "no read barrier in time: this node hears no leader with a quorum",
         )
@@ -167,7 +174,7 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
         self, request: sequencer_pb2.WaitAppliedRequest, context: grpc.ServicerContext
     ) -> sequencer_pb2.WaitAppliedReply:
         self._check(request.cluster_id, context, write=True)
-        applied = self._backend.wait_applied(request.slot, _timeout(request.timeout_ms))
+        applied = self._backend.wait_applied(request.slot, _timeout(request.timeout_ms, context))
         return sequencer_pb2.WaitAppliedReply(applied_slot=applied)
 
     def AllocateOids(
@@ -177,7 +184,7 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
         if request.count == 0:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "count must be positive")
         try:
-            start, count = self._backend.allocate_oids(request.count, DEFAULT_TIMEOUT_S)
+            start, count = self._backend.allocate_oids(request.count, _timeout(0, context))
         except OutcomeUnknownError as exc:
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         return sequencer_pb2.AllocateOidsReply(start=start, count=count)

@@ -17,7 +17,7 @@ import ZODB
 from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
 
-from relstorage_paxos.errors import ReplicaTooStaleError
+from relstorage_paxos.errors import ReadBarrierError
 from tests.adapter.support import assert_conflict_then_retry, open_db
 from tests.integration.processes import ProcessCluster, running_cluster, wait_for
 
@@ -161,16 +161,18 @@ def test_local_reads_are_refused_once_the_node_lags_beyond_max_lag(tmp_path: Pat
                 lambda: cluster.nodes[1].status().leader_id is None,
                 10.0,
             )
-            refusals: list[ReplicaTooStaleError] = []
+            refusals: list[ReadBarrierError] = []
 
             def refused() -> bool:
+                tm.begin()  # a refusal is postponed to the transaction's first read
                 try:
-                    tm.begin()
-                except ReplicaTooStaleError as exc:
+                    conn.root()["before"]
+                except ReadBarrierError as exc:
                     refusals.append(exc)
                     return True
-                tm.abort()  # still within max-lag of the last moment in sync
-                return False
+                finally:
+                    tm.abort()
+                return False  # still within max-lag of the last moment in sync
 
             wait_for("a refused local read", refused, 10.0)
             assert "max-lag 0.5 s" in str(refusals[0])

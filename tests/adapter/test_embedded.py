@@ -22,7 +22,7 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.POSException import ConflictError, ReadConflictError
 
 from relstorage_paxos.adapter.link import acquire, release
-from relstorage_paxos.errors import NodeUnavailableError
+from relstorage_paxos.errors import NodeUnavailableError, ReadBarrierError
 from relstorage_paxos.replica import LockObjects, Record
 from tests.adapter.support import Item, assert_conflict_then_retry, open_db
 
@@ -294,32 +294,40 @@ def test_a_lock_held_past_the_timeout_fails_the_vote(data_dir: Path, keep_histor
         database.close()
 
 
-def test_a_failing_read_barrier_never_fails_a_finished_commit(
+def test_a_failing_read_barrier_is_postponed_to_the_next_read(
     db: ZODB.DB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The poll ZODB runs inside ``commit()`` after tpc_finish must not raise: the
-    transaction is committed, and ``attempts()`` would run it twice. The next ``begin()``
-    still refuses to start without the barrier."""
+    """ZODB is not prepared for its polls to raise: not the one inside ``commit()`` after
+    tpc_finish (the transaction is committed, and ``attempts()`` would run it twice), nor
+    ``begin()``, ``abort()`` or ``DB.open()`` (which would leak the connection from its
+    pool). A failing barrier raises at the transaction's next read instead, cached objects
+    included, and the next poll tries again."""
     tm = transaction.TransactionManager(explicit=False)
     conn = db.open(tm)
     conn.root()["value"] = 1
     tm.commit()
-    poller = conn._storage._adapter.poller  # this Connection's own storage instance
+    link = conn._storage._adapter.node_link  # shared by every storage instance of the db
     barriers = []
 
-    def cut_off() -> int:
-        barriers.append("refused")
+    def cut_off(timeout_s: float) -> int:
+        barriers.append(timeout_s)
         raise NodeUnavailableError("test: the node lost its quorum")
 
-    monkeypatch.setattr(poller, "_barrier", cut_off)
-    monkeypatch.setattr(poller, "_lease_floor", lambda: None)  # a node cut off has no lease
+    monkeypatch.setattr(link, "read_barrier", cut_off)
+    monkeypatch.setattr(link._board, "floor", lambda: None)  # a node cut off has no lease
     conn.root()["value"] = 2
-    tm.commit()  # committed; the poll that follows skips the failing barrier
-    assert barriers == ["refused"]
-    with pytest.raises(NodeUnavailableError):
-        tm.begin()
-    assert barriers == ["refused", "refused"]
-    monkeypatch.undo()
+    tm.commit()  # committed; the poll that follows fails, silently
+    assert barriers == [5.0]  # the <paxos> section's read-timeout
     tm.begin()
-    assert conn.root()["value"] == 2
+    with pytest.raises(ReadBarrierError, match="lost its quorum"):
+        conn.root()["value"]  # the root was cached: the cache was reset
+    tm.abort()
     conn.close()
+    for _ in range(2 * db.pool.size):
+        with pytest.raises(ReadBarrierError), db.transaction() as other:
+            other.root()["value"]
+    assert len(db.pool.all) <= db.pool.size
+    assert len(db.pool.available) == len(db.pool.all)  # none left open
+    monkeypatch.undo()
+    with db.transaction() as conn:
+        assert conn.root()["value"] == 2

@@ -31,7 +31,7 @@ def test_callers_during_a_round_share_the_next_one() -> None:
     results: dict[str, int] = {}
 
     def call(name: str) -> None:
-        results[name] = barrier.wait()
+        results[name] = barrier.wait(5.0)
 
     first = threading.Thread(target=call, args=("first",))
     first.start()
@@ -70,9 +70,9 @@ def test_a_failed_round_fails_its_callers_and_the_next_round_runs() -> None:
 
     barrier = _CoalescedReadIndex(Failing())  # type: ignore[arg-type]
     try:
-        barrier.wait()
+        barrier.wait(5.0)
     except TimeoutError:
         pass
     else:
         raise AssertionError("the failure must reach the caller")
-    assert barrier.wait() == 7
+    assert barrier.wait(5.0) == 7

@@ -116,6 +116,15 @@ class NodeProcess:
         self.process.wait(10)
         self._drop_client()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process neither runs nor answers; its sockets stay open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> int:
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0

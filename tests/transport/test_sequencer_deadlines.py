@@ -1,0 +1,68 @@
+"""The Sequencer honours its caller's deadline: a request the node cannot answer in time
+ends before the caller's gRPC deadline with the node's reason, instead of holding a server
+thread for the server's own 30 s while the caller has long given up on a bare
+DEADLINE_EXCEEDED."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+from concurrent.futures import Future
+from pathlib import Path
+
+import grpc
+import pytest
+
+from relstorage_paxos.errors import OutcomeUnknownError
+from relstorage_paxos.transport.sequencer import SequencerClient, SequencerService, add_to_server
+
+
+class SilentNode:
+    """A backend whose barriers and proposals are never answered (a node without quorum,
+    before it knows it has none)."""
+
+    cluster_id = "deadlines"
+
+    def propose(self, request_id: bytes, record: bytes) -> Future[tuple[int, bytes]]:
+        return Future()
+
+    def read_index(self) -> Future[int]:
+        return Future()
+
+    def wait_applied(self, slot: int, timeout_s: float) -> int:
+        raise AssertionError("not called")
+
+    def allocate_oids(self, count: int, timeout_s: float) -> tuple[int, int]:
+        raise AssertionError("not called")
+
+    def status(self) -> object:
+        raise AssertionError("not called")
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[SequencerClient]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    add_to_server(server, SequencerService(SilentNode(), record_bytes_max=1 << 20))  # type: ignore[arg-type]
+    target = f"unix:{tmp_path / 'sequencer.sock'}"
+    server.add_insecure_port(target)
+    server.start()
+    sequencer = SequencerClient(target, SilentNode.cluster_id)
+    try:
+        yield sequencer
+    finally:
+        sequencer.close()
+        server.stop(None).wait()
+
+
+def test_a_read_barrier_ends_with_the_nodes_reason_within_the_callers_timeout(
+    client: SequencerClient,
+) -> None:
+    with pytest.raises(OutcomeUnknownError, match="no read barrier in time"):
+        client.read_index(timeout_s=0.3)
+
+
+def test_a_proposal_ends_with_the_nodes_reason_within_the_callers_timeout(
+    client: SequencerClient,
+) -> None:
+    with pytest.raises(OutcomeUnknownError, match="retry with the same request_id"):
+        client.propose(b"request", b"record", timeout_s=0.3)
