@@ -18,7 +18,7 @@ from relstorage_paxos import config
 CONSISTENCY_LEVELS: Final = ("linearizable", "session", "local")
 DEFAULT_MAX_LAG_S: Final = 5.0
 DEFAULT_LOCK_LEASE_S: Final = 30.0
-DEFAULT_READ_TIMEOUT_S: Final = 5.0
+DEFAULT_READ_TIMEOUT_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +32,10 @@ class AdapterSettings:
     max_lag_s: float = DEFAULT_MAX_LAG_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     """The longest a ``linearizable`` poll waits for a ReadIndex round when its node holds
-    no read lease (an election, an outage); then the transaction's next read raises
-    ``ReadBarrierError``, which ``transaction.manager.attempts()`` retries."""
+    no read lease; then the transaction's next read raises ``ReadBarrierError``, which
+    ``transaction.manager.attempts()`` retries. Long, because a node that reaches a quorum
+    but applies slowly (a pack, a catch-up) should answer late rather than not at all; a
+    node cut off from a quorum refuses within two election timeouts anyway."""
     embedded: bool = False
     """Run the node inside this process (single-process applications, tests)."""
     lock_lease_s: float = DEFAULT_LOCK_LEASE_S

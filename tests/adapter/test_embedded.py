@@ -317,7 +317,7 @@ def test_a_failing_read_barrier_is_postponed_to_the_next_read(
     monkeypatch.setattr(link._board, "floor", lambda: None)  # a node cut off has no lease
     conn.root()["value"] = 2
     tm.commit()  # committed; the poll that follows fails, silently
-    assert barriers == [5.0]  # the <paxos> section's read-timeout
+    assert barriers == [30.0]  # the <paxos> section's read-timeout
     tm.begin()
     with pytest.raises(ReadBarrierError, match="lost its quorum"):
         conn.root()["value"]  # the root was cached: the cache was reset
