@@ -50,6 +50,7 @@ EXPECTED = {
         "zeo",
     },
     "h_failover": {"paxos-3node"},
+    "i_lease_holder_death": {"paxos-3node"},
 }
 PLOTS = [
     "a_commit_latency_cdf.png",

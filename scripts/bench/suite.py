@@ -6,11 +6,11 @@
 Systems: a 3-node cluster of real ``relstorage-paxos serve`` processes (clients on the
 leader's node and on a follower's node), the embedded 1-node mode, and the anchors stock
 RelStorage+SQLite, FileStorage and ZEO (``runzeo`` on 127.0.0.1, FileStorage behind it); all
-history-free. Workloads a-h (see ``benchsuite/workloads.py``): 1-object commit latency,
+history-free. Workloads a-i (see ``benchsuite/workloads.py``): 1-object commit latency,
 throughput with 1/4/8 writers (disjoint and 10 % overlapping objects), a bank, zodbshootout-
 style add/update/warm/cold/hot, uncached loads under writes, a read-only transaction, a WSGI
-request, and leader failover. Every workload interleaves its systems within each round and
-reports medians over rounds.
+request, leader failover, and the write stall when a read-lease holder dies. Every workload
+interleaves its systems within each round and reports medians over rounds.
 
 Writes ``results.json``, ``results.md`` (a table per workload, ratios against the anchors of
 the same run) and PNG plots to ``--out`` (default ``./bench-results/<timestamp>/``), and
@@ -48,6 +48,7 @@ WORKLOADS = {
     "f": "f_read_only_txn",
     "g": "g_wsgi_request",
     "h": "h_failover",
+    "i": "i_lease_holder_death",
 }
 LEFT_OUT = (
     "etcd; PostgreSQL unless --with-postgres (perf-anchors.md has figures of both from an "
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 "f_read_only_txn": lambda: workloads.read_only(systems, sizes),
                 "g_wsgi_request": lambda: workloads.wsgi(systems, sizes),
                 "h_failover": lambda: workloads.failover(lab.cluster, sizes),
+                "i_lease_holder_death": lambda: workloads.lease_holder_death(lab.cluster, sizes),
             }
             for key in chosen:
                 began = time.monotonic()

@@ -99,6 +99,7 @@ ROWS = {
     "f_read_only_txn": _latency_rows,
     "g_wsgi_request": _latency_rows,
     "h_failover": _failover_rows,
+    "i_lease_holder_death": _failover_rows,
 }
 
 

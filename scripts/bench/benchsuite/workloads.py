@@ -12,6 +12,7 @@ first argument is the cache of open databases, by ZConfig text.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import statistics
@@ -852,6 +853,72 @@ def _requests(app: Callable[..., list[bytes]], count: int, rng: random.Random) -
         assert body.startswith(b"<html>"), body[:50]
     assert set(status) == {"200 OK"}, set(status)
     return out
+
+
+# -- i. lease holder death ------------------------------------------------------------------------
+
+
+def lease_holder_death(cluster: Any, sizes: Sizes) -> dict[str, Any]:
+    """Commit continuously through the leader's node and kill -9 a follower, a read-lease
+    holder, mid-run: until the leader stops counting on the dead holder's lease (about
+    ``read-lease``), no commit can finish. Reports the longest gap between two commits after
+    the kill beside the longest before it; the killed node restarts between trials."""
+    from tests.integration.processes import wait_for
+
+    trials = []
+    for trial in range(sizes.failovers):
+        leader = cluster.wait_for_leader()
+        victim = next(n for n in cluster.running() if n is not leader)
+        system = System("leader", "paxos", (str(leader.data_dir),), True)
+        db = open_db(system.zconfig())
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        key = f"i:{trial}"
+        commit_retrying(tm, lambda c=conn, k=key: c.root().__setitem__(k, PersistentMapping(n=0)))
+        done: list[float] = []
+        killed_at = 0.0
+        started = time.monotonic()
+        while time.monotonic() - started < 4.0:
+            if not killed_at and time.monotonic() - started >= 1.0:
+                killed_at = time.monotonic()
+                victim.kill()
+            n = len(done)
+            commit_retrying(tm, lambda c=conn, k=key, n=n: c.root()[k].__setitem__("n", n))
+            done.append(time.monotonic())
+        before = [b - a for a, b in itertools.pairwise(done) if b <= killed_at]
+        after = [b - max(a, killed_at) for a, b in itertools.pairwise(done) if b > killed_at]
+        conn.close()
+        db.close()
+        victim.start()
+        wait_for(f"restarted node {victim.node_id}", victim.status, 60)
+        cluster.wait_converged(60)
+        trials.append(
+            {
+                "killed_node": victim.node_id,
+                "longest_gap_before_s": max(before),
+                "longest_gap_after_s": max(after),
+                "commits": len(done),
+            }
+        )
+    stalls = [t["longest_gap_after_s"] for t in trials]
+    return {
+        "title": "i. write stall when a read-lease holder dies: kill -9 of a follower",
+        "unit": "s",
+        "better": "lower",
+        "note": "commits in a loop through the leader's node for 4 s, the follower killed at"
+        " 1 s; the stall is the longest wait for a commit after the kill (read-lease 1 s,"
+        " election timeout 0.4 s)",
+        "systems": {
+            "paxos-3node": {
+                "median_s": statistics.median(stalls),
+                "max_s": max(stalls),
+                "longest_gap_before_s": statistics.median(
+                    t["longest_gap_before_s"] for t in trials
+                ),
+                "trials": trials,
+            }
+        },
+    }
 
 
 # -- h. failover ---------------------------------------------------------------------------------
