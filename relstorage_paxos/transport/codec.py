@@ -14,6 +14,7 @@ to encode (1.6 ms against 39 µs, measured with protobuf 7.36).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, assert_never
 
@@ -51,6 +52,11 @@ from relstorage_paxos.pb import peer_pb2 as pb
 
 if TYPE_CHECKING:
     from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
+INT64_MAX: Final = 2**63 - 1
+"""The largest integer a message may carry: every one a node persists (slots, ballot rounds,
+node ids, commit points) goes into a signed 64-bit SQLite column or struct field, and a
+larger one would fail there, on every restart too; protobuf's uint64 allows twice that."""
 
 PROTOCOL_VERSION: Final = 2
 """The peer protocol this code speaks. Bump it when a change to peer.proto would make an older
@@ -118,6 +124,7 @@ def decode(env: pb.Envelope, expected_cluster_id: str, known_nodes: frozenset[in
             f"message for cluster {env.cluster_id!r}, this is {expected_cluster_id!r}"
         )
     msg = _body(env)
+    _check_ranges(msg, type(msg).__name__)
     if msg.src not in known_nodes:
         raise UnknownNodeError(
             f"{type(msg).__name__} from node {msg.src}, members are {sorted(known_nodes)}"
@@ -303,6 +310,20 @@ def _body(env: pb.Envelope) -> Message:
             u = env.catch_up_reply
             return CatchUpReply(u.src, u.dst, _slot_values(u.entries), u.commit, u.snapshot_slot)
     raise MalformedMessageError("envelope without a body (empty, or of a type unknown here)")
+
+
+def _check_ranges(obj: object, path: str) -> None:
+    """Raise ``MalformedMessageError`` naming the first integer in ``obj`` over
+    ``INT64_MAX``, looking through nested messages, ballots, entries and tuples."""
+    if isinstance(obj, int):
+        if obj > INT64_MAX:
+            raise MalformedMessageError(f"{path} = {obj} is over 2**63 - 1")
+    elif isinstance(obj, tuple):
+        for i, item in enumerate(obj):
+            _check_ranges(item, f"{path}[{i}]")
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            _check_ranges(getattr(obj, f.name), f"{path}.{f.name}")
 
 
 def _ballot(parent: PbMessage, field: str) -> Ballot:

@@ -171,6 +171,10 @@ class PeerService:
                     self._log_unknown_body(env, peer)
                     continue
                 raise
+            if msg.src == self._node_id:
+                raise UnknownNodeError(
+                    f"{type(msg).__name__} claims to come from node {msg.src}, this node itself"
+                )
             if msg.dst != self._node_id:
                 raise WrongDestinationError(
                     f"{type(msg).__name__} from node {msg.src} for node {msg.dst} reached node "

@@ -35,6 +35,10 @@ REQUEST_ID_BYTES_MAX: Final = 256
 DEFAULT_TIMEOUT_S: Final = 30.0
 MAX_TIMEOUT_S: Final = 600.0
 GRACE_S: Final = 2.0
+ALLOCATE_OIDS_MAX: Final = 1 << 16
+"""OIDs one AllocateOids call may ask for (applications ask for 100 at a time): a larger
+count would have the node reserve a block of the cluster's OID space out of all
+proportion, in one log record."""
 """Client deadlines exceed the timeout the server is given by this much, so the server's
 DEADLINE_EXCEEDED (outcome unknown) arrives before gRPC's own."""
 
@@ -149,7 +153,10 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
                 "a record", len(request.record), self._record_bytes_max
             )
             _abort(context, grpc.StatusCode.OUT_OF_RANGE, str(refused))
-        future = self._backend.propose(request.request_id, request.record)
+        try:
+            future = self._backend.propose(request.request_id, request.record)
+        except RequestRejectedError as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         slot, outcome = _wait(
             future,
             _timeout(request.timeout_ms, context),
@@ -181,8 +188,12 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
         self, request: sequencer_pb2.AllocateOidsRequest, context: grpc.ServicerContext
     ) -> sequencer_pb2.AllocateOidsReply:
         self._check(request.cluster_id, context, write=True)
-        if request.count == 0:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "count must be positive")
+        if not 0 < request.count <= ALLOCATE_OIDS_MAX:
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"count must be 1-{ALLOCATE_OIDS_MAX}, not {request.count}",
+            )
         try:
             start, count = self._backend.allocate_oids(request.count, _timeout(0, context))
         except OutcomeUnknownError as exc:

@@ -113,6 +113,16 @@ BAD_BATCHES = {
         "WrongDestinationError",
     ),
     "unknown-node": (batch(heartbeat(9, 1, 0)), grpc.StatusCode.PERMISSION_DENIED, "UnknownNode"),
+    "from-itself": (
+        batch(heartbeat(1, 1, 0)),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "this node itself",
+    ),
+    "slot-over-int64": (
+        batch(heartbeat(2, 1, 2**63)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "is over 2**63 - 1",
+    ),
     "garbage-bytes": (b"\xff\xfe garbage", grpc.StatusCode.INVALID_ARGUMENT, "unparseable"),
     "garbage-envelope": (
         frame_batch([b"\xff\xfe garbage"]),

@@ -1,7 +1,8 @@
-"""The Sequencer honours its caller's deadline: a request the node cannot answer in time
-ends before the caller's gRPC deadline with the node's reason, instead of holding a server
-thread for the server's own 30 s while the caller has long given up on a bare
-DEADLINE_EXCEEDED."""
+"""The Sequencer service on a real gRPC server: it honours its caller's deadline (a request
+the node cannot answer in time ends before the caller's gRPC deadline with the node's
+reason, instead of holding a server thread for the server's own 30 s while the caller has
+long given up on a bare DEADLINE_EXCEEDED), and a request it refuses gets INVALID_ARGUMENT
+naming why, never UNKNOWN with a traceback in the node's log."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from relstorage_paxos.errors import OutcomeUnknownError
+from relstorage_paxos.errors import OutcomeUnknownError, RequestRejectedError
 from relstorage_paxos.transport.sequencer import SequencerClient, SequencerService, add_to_server
 
 
@@ -24,6 +25,8 @@ class SilentNode:
     cluster_id = "deadlines"
 
     def propose(self, request_id: bytes, record: bytes) -> Future[tuple[int, bytes]]:
+        if record == b"malformed":
+            raise RequestRejectedError("malformed record: no body")  # as NodeServer does
         return Future()
 
     def read_index(self) -> Future[int]:
@@ -66,3 +69,13 @@ def test_a_proposal_ends_with_the_nodes_reason_within_the_callers_timeout(
 ) -> None:
     with pytest.raises(OutcomeUnknownError, match="retry with the same request_id"):
         client.propose(b"request", b"record", timeout_s=0.3)
+
+
+def test_a_malformed_record_is_refused_with_its_reason(client: SequencerClient) -> None:
+    with pytest.raises(RequestRejectedError, match=r"malformed record: no body.*INVALID_ARGUMENT"):
+        client.propose(b"request", b"malformed", timeout_s=5.0)
+
+
+def test_an_oversized_oid_request_is_refused_with_its_reason(client: SequencerClient) -> None:
+    with pytest.raises(RequestRejectedError, match=r"count must be 1-65536.*INVALID_ARGUMENT"):
+        client.allocate_oids(2**32 - 1, timeout_s=5.0)
