@@ -101,6 +101,26 @@ class ReplicaOptions:
         return max(8, self.wal_size_limit_bytes // WAL_FRAME_BYTES)
 
 
+_NODE_LOCAL_ERRORS: Final = (
+    apsw.IOError,
+    apsw.FullError,
+    apsw.CorruptError,
+    apsw.BusyError,
+    apsw.LockedError,
+    apsw.NoMemError,
+    apsw.CantOpenError,
+    apsw.InterruptError,
+    apsw.ReadOnlyError,
+    apsw.PermissionsError,
+    apsw.NotADBError,
+    apsw.ProtocolError,
+    MemoryError,
+)
+"""Failures of this node's disk, memory or file, not of the record: they stop the node (the
+slot is applied again after a restart) instead of becoming an outcome another node, which
+applied the record fine, would not have recorded."""
+
+
 @dataclass(slots=True)
 class _SlotState:
     """The ``paxos_meta`` fields a slot's records change, before the slot commits."""
@@ -357,11 +377,36 @@ class Replica:
         recorded = self.outcome(request_id)
         if recorded is not None:
             return Duplicate(recorded)
-        outcome = self._apply_payload(slot, request_id, payload, state)
+        outcome = self._apply_guarded(slot, request_id, payload, state)
         self._db.execute(
             "INSERT INTO paxos_outcome (request_id, slot, outcome) VALUES (?, ?, ?)",
             (request_id, slot, encode_outcome(outcome)),
         )
+        return outcome
+
+    def _apply_guarded(
+        self, slot: int, request_id: bytes, payload: bytes, state: _SlotState
+    ) -> RecordedOutcome:
+        """``_apply_payload`` inside a SAVEPOINT: a record the applier cannot apply (legal
+        protobuf, impossible values) becomes ``Rejected`` with the error, on every node
+        alike (the same record meets the same replica state everywhere), and leaves no
+        trace; before, it raised at the same slot on every node, on every restart."""
+        last_tid, next_oid = state.last_tid, state.next_oid
+        self._db.execute("SAVEPOINT proposal")
+        try:
+            outcome = self._apply_payload(slot, request_id, payload, state)
+        except _NODE_LOCAL_ERRORS:
+            raise
+        except Exception as exc:
+            self._db.execute("ROLLBACK TO proposal")
+            self._writer.clear()
+            state.last_tid, state.next_oid = last_tid, next_oid
+            reason = f"cannot apply the record: {type(exc).__name__}: {exc}"
+            logger.error(
+                "replica %s: slot %d, request %r: %s", self._path, slot, request_id, reason
+            )
+            outcome = Rejected(reason)
+        self._db.execute("RELEASE proposal")
         return outcome
 
     def _apply_payload(
@@ -432,6 +477,8 @@ class Replica:
             if commit.tid <= state.last_tid:
                 # Cannot happen while the database lock is held: nothing else commits.
                 return Rejected(f"commit tid {commit.tid} is not after last tid {state.last_tid}")
+            if commit.tid >= MAX_OID:
+                return Rejected(f"commit tid {commit.tid} leaves no tid for the commits after it")
         stale = self._writer.stage(commit)
         if stale:
             self._writer.clear()
