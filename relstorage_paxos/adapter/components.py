@@ -13,7 +13,6 @@ Called by: RelStorage, on application threads.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -49,8 +48,6 @@ from relstorage_paxos.adapter.pack import PaxosPackMixin
 from relstorage_paxos.adapter.writes import Writer
 from relstorage_paxos.errors import NotReplicatedError, PaxosTransientError, ReadBarrierError
 from relstorage_paxos.replica import Allocated, AllocateOids, Record
-
-logger = logging.getLogger(__name__)
 
 LEASE_APPLY_WAIT_S: Final = 0.2
 """How long a poll under a read lease waits for the node to apply the lease's floor before it
