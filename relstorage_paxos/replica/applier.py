@@ -512,11 +512,12 @@ class Replica:
     def _release_txn(self, slot: int, release: ReleaseTxn, state: _SlotState) -> RecordedOutcome:
         if not self._locks.has_request(release.txn_id) and release.lease_until_us:
             self._locks.remember_released(release.txn_id, release.lease_until_us)
-        if release.tid and self._locks.holds_database(release.txn_id):
+        if 0 < release.tid < MAX_OID and self._locks.holds_database(release.txn_id):
             # Burn the tid the txn chose: files written under it (a shared blob directory)
             # are removed only after this release, so a later commit must not take it. A
             # txn that lost the lock (its lease expired) burns nothing: another may hold
-            # the lock now and have chosen that very tid.
+            # the lock now and have chosen that very tid. Nor does the largest tid, which
+            # would leave none for the commits after it.
             state.last_tid = max(state.last_tid, release.tid)
         return Released(self._release(slot, release.txn_id, "released"))
 
@@ -529,7 +530,11 @@ class Replica:
         history-free one is RelStorage's copier walking the current objects in OID order,
         each under its own tid, so tids go back from one batch to the next; an object that
         does not exist yet is no reader's, so only existing objects need a later tid.
+        The largest tid is refused: it would leave none for the commits after it.
         """
+        highest = max(restore.tid, *(o.tid for o in restore.objects))
+        if highest >= MAX_OID:
+            return f"restore tid {highest} leaves no tid for the commits after it"
         if self._meta.keep_history:
             others = sorted(o.oid for o in restore.objects if o.tid != restore.tid)
             if others:

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relstorage_paxos.replica import Committed, Proposal, Rejected, Replica
+from relstorage_paxos.replica import Committed, Proposal, Rejected, Released, Replica
 from relstorage_paxos.replica.records import MAX_OID
 
 from .helpers import T0_US, apply, commit, lock, release
@@ -70,6 +70,22 @@ def test_a_commit_under_the_database_lock_with_the_largest_tid_is_rejected() -> 
         assert isinstance(poison, Rejected), poison
         assert "leaves no tid" in poison.reason
         (ok,) = _apply_both(replicas, commit(b"c2", b"t1", [(1, 0, b"x")], tid=MAX_OID - 1))
+        assert isinstance(ok, Committed), ok
+        _assert_identical(replicas)
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_a_release_does_not_burn_the_largest_tid() -> None:
+    replicas = _two_replicas(keep_history=True)
+    try:
+        _apply_both(replicas, lock(b"l1", b"t1", database=True))
+        (released,) = _apply_both(replicas, release(b"r1", b"t1", tid=MAX_OID))
+        assert isinstance(released, Released), released
+        assert replicas[0].last_tid < MAX_OID
+        _apply_both(replicas, lock(b"l2", b"t2", write=[1]))
+        (ok,) = _apply_both(replicas, commit(b"c2", b"t2", [(1, 0, b"x")]))
         assert isinstance(ok, Committed), ok
         _assert_identical(replicas)
     finally:

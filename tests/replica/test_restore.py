@@ -20,6 +20,7 @@ from relstorage_paxos.replica import (
     decode_record,
     encode_record,
 )
+from relstorage_paxos.replica.records import MAX_OID
 
 from .helpers import apply, current_tids, granted_locks, lock, open_readonly, proposal
 
@@ -50,6 +51,16 @@ def restore(
             tuple(BlobWrite(oid, data) for oid, data in blobs or []),
         ),
     )
+
+
+def test_a_restore_under_the_largest_tid_is_rejected(replica: Replica) -> None:
+    apply(replica, lock(b"l1", b"t1", write=[1]))
+    tid = MAX_OID if replica.keep_history else TID
+    tids = {} if replica.keep_history else {1: MAX_OID}
+    (outcome,) = apply(replica, restore(b"r1", b"t1", tid, [(1, b"one")], tids=tids))
+    assert isinstance(outcome, Rejected), outcome
+    assert "leaves no tid" in outcome.reason
+    assert replica.last_tid < MAX_OID
 
 
 def test_restore_writes_under_the_given_tid_and_releases(replica: Replica) -> None:
