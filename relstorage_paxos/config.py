@@ -60,6 +60,11 @@ class NodeSettings:
     tick_s: float = 0.05
     election_timeout_s: float = 1.0
     heartbeat_interval_s: float = 0.1
+    node_timeout_s: float = 1.0
+    """The leader releases the object locks of transactions made through a node it has not
+    heard from for this long (ExpireNodes): the longest a dead or cut-off node's voted
+    transactions block the others. A node paused for longer loses the locks of its voted
+    transactions, which then fail at finish with a ConflictError."""
     read_lease_s: float = 1.0
     """How long one grant lets a node serve linearizable reads from its own replica (README,
     "Consistency levels"); a commit waits at most about this long for a holder that stopped
@@ -96,6 +101,7 @@ class NodeSettings:
             members=frozenset(self.members),
             election_timeout_ticks=_ticks(self.election_timeout_s, self.tick_s),
             heartbeat_interval_ticks=_ticks(self.heartbeat_interval_s, self.tick_s),
+            node_timeout_ticks=_ticks(self.node_timeout_s, self.tick_s),
             pipeline_window_slots=self.pipeline_window_slots,
             batch_bytes_max=self.batch_bytes_max,
             message_bytes_max=self.batch_bytes_max,
@@ -147,6 +153,8 @@ def validate(settings: NodeSettings, source: str) -> NodeSettings:
         raise bad("heartbeat-interval", "shorter than one tick")
     if settings.election_timeout_s < 3 * settings.heartbeat_interval_s:
         raise bad("election-timeout", "must be at least three heartbeat intervals")
+    if settings.node_timeout_s < 4 * settings.heartbeat_interval_s:
+        raise bad("node-timeout", "must be at least four heartbeat intervals")
     if settings.read_lease_s and not (
         2 * settings.heartbeat_interval_s <= settings.read_lease_s <= 10.0
     ):
@@ -195,6 +203,7 @@ _KEYS = {
     "tick": ("tick_s", float),
     "election-timeout": ("election_timeout_s", float),
     "heartbeat-interval": ("heartbeat_interval_s", float),
+    "node-timeout": ("node_timeout_s", float),
     "read-lease": ("read_lease_s", float),
     "clock-drift-ppm": ("clock_drift_ppm", int),
     "pipeline-window-slots": ("pipeline_window_slots", int),

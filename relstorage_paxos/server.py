@@ -39,12 +39,14 @@ from relstorage_paxos.replica import (
     Allocated,
     AllocateOids,
     ExpireLeases,
+    ExpireNodes,
     Record,
     Replica,
     decode_record,
     earliest_lease_until_us,
     encode_outcome,
     encode_record,
+    nodes_with_requests,
 )
 from relstorage_paxos.runtime.clock import SystemClock
 from relstorage_paxos.runtime.driver import Applied, NodeRuntime, RuntimeOptions
@@ -63,12 +65,14 @@ OID_BLOCK: Final = 1000
 
 SOFTWARE_VERSION: Final = "0.1.0.dev0"
 
-LEASE_CHECK_S: Final = 1.0
+HOUSEKEEPING_S: Final = 0.1
+"""How often the leader looks for object locks whose lease has run out (ExpireLeases) or
+whose node fell silent (ExpireNodes), DESIGN.md §3: a lock outlives either by at most this
+plus one proposal."""
+HOUSEKEEPING_PROPOSAL_TIMEOUT_S: Final = 5.0
 CUT_OFF_REPEAT_S: Final = 60.0
 CATCH_UP_REPORT_SLOTS: Final = 1000
 CATCH_UP_REPORT_S: Final = 5.0
-"""How often the leader looks for object locks whose lease has run out (DESIGN.md §3,
-ExpireLeases): a lock outlives its lease by at most this plus one proposal."""
 
 
 def init_data_dir(data_dir: Path, settings: NodeSettings) -> None:
@@ -247,40 +251,52 @@ class NodeServer:
     # ------------------------------------------------------------------ lock leases
 
     def _housekeeping_loop(self) -> None:
-        """Every ``LEASE_CHECK_S``: warn when cut off from the majority, and, while this node
-        leads, propose ExpireLeases{now} when a lock's lease has run out. The time is the
-        leader's clock, read once and written into the record; holders chose their leases
-        on their own clocks, so clock skew between nodes shortens or lengthens leases by as
-        much (the lease length leaves room for that)."""
+        """Every ``HOUSEKEEPING_S``: warn when cut off from the majority, and, while this
+        node leads, release the object locks of dead holders.
+
+        - ExpireNodes for the nodes the core reports silent (``Node.silent_peers``) that
+          hold or await locks: a dead or cut-off node's transactions stop blocking the
+          others about a node timeout after it fell silent.
+        - ExpireLeases{now} when a lock's lease has run out: the backstop for a process that
+          died while its node lives. The time is the leader's clock, read once and written
+          into the record; holders chose their leases on their own clocks, so clock skew
+          between nodes shortens or lengthens leases by as much (the lease length leaves
+          room for that)."""
         db = apsw.Connection(
             str(self.data_dir / config.REPLICA_FILE), flags=apsw.SQLITE_OPEN_READONLY
         )
         try:
-            while not self._stopping.wait(LEASE_CHECK_S):
+            while not self._stopping.wait(HOUSEKEEPING_S):
                 self._warn_if_cut_off()
                 self._report_catch_up()
-                if self.runtime.status.role != "leader" or self.runtime.failure is not None:
+                status = self.runtime.status
+                if status.role != "leader" or self.runtime.failure is not None:
                     continue
+                holding = status.silent_peers & nodes_with_requests(db)
+                if holding:
+                    self._propose_housekeeping(
+                        b"expire-nodes-", ExpireNodes(tuple(sorted(holding)))
+                    )
                 earliest = earliest_lease_until_us(db)
                 now_us = time.time_ns() // 1000
                 if earliest is not None and earliest < now_us:
-                    self._propose_expiry(now_us)
+                    self._propose_housekeeping(b"expire-", ExpireLeases(now_us))
         except Exception:
             logger.exception("node %d: housekeeping stopped", self.settings.node_id)
         finally:
             db.close()
 
-    def _propose_expiry(self, now_us: int) -> None:
-        request_id = b"expire-" + os.urandom(16)
-        record = encode_record(Record(request_id, ExpireLeases(now_us)))
+    def _propose_housekeeping(self, prefix: bytes, body: ExpireLeases | ExpireNodes) -> None:
+        request_id = prefix + os.urandom(16)
+        record = encode_record(Record(request_id, body))
         try:
-            applied = self.runtime.propose(request_id, record).result(timeout=LEASE_CHECK_S * 5)
+            applied = self.runtime.propose(request_id, record).result(
+                timeout=HOUSEKEEPING_PROPOSAL_TIMEOUT_S
+            )
         except futures.TimeoutError:
-            logger.info("node %d: ExpireLeases not applied yet; will retry", self.settings.node_id)
+            logger.info("node %d: %s not applied yet; will retry", self.settings.node_id, body)
             return
-        logger.info(
-            "node %d: expired leases at %d: %s", self.settings.node_id, now_us, applied.outcome
-        )
+        logger.info("node %d: %s: %s", self.settings.node_id, body, applied.outcome)
 
     # ------------------------------------------------------------------ snapshots
 

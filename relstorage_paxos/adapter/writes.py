@@ -14,9 +14,10 @@ The contract with the applier (relstorage_paxos.replica):
   the tid the applier assigned. The applier re-checks the locks and every ``prev_tid``; with
   the locks held since vote neither check can fail, because no one else could write those
   OIDs and vote checked (or resolved) every ``prev_tid`` against the authoritative replica.
-  The one way to lose the locks is their lease (``lock-lease`` plus the commit lock
-  timeout), which a live process renews (leases.py): so only when a process stalls
-  longer than that, or cannot reach its node, is its transaction refused at finish with a
+  There are two ways to lose the locks: their lease (``lock-lease`` plus the commit lock
+  timeout), which a live process renews (leases.py), and the leader's ExpireNodes when it
+  has not heard from this process's node for a node timeout (a dead or cut-off node's locks
+  must not block the others). Only then is the transaction refused at finish with a
   ConflictError rather than overwrite someone else's work.
 - ``restore``: RestoreTxn, the same for a restored transaction (copyTransactionsFrom,
   zodbconvert): its own tid and each object's (a history-free copy batches objects from
@@ -57,6 +58,7 @@ from typing import Final
 
 from relstorage.adapters.interfaces import (  # type: ignore[import-untyped]
     UnableToLockRowsToModifyError,
+    UnableToLockRowsToReadCurrentError,
 )
 from ZODB.POSException import ConflictError, StorageError
 
@@ -117,7 +119,9 @@ class Writer:
 
     def lock(self, cursor: dbapi.Cursor, read_current_oids: Iterable[int]) -> None:
         """Vote: lock what the transaction writes and read-current-checks; raise
-        ``UnableToLockRowsToModifyError`` (a ConflictError) if not granted in time."""
+        ``UnableToLockRowsToModifyError`` (a ConflictError) if not granted in time, and
+        ``UnableToLockRowsToReadCurrentError`` (a ReadConflictError) at once if another txn
+        holds one of the read-current OIDs for writing, as RelStorage on PostgreSQL does."""
         conn = cursor.connection
         if conn.paxos_database_tid is not None:
             return  # the database lock covers every object
@@ -183,6 +187,8 @@ class Writer:
             raise UnableToLockRowsToModifyError(
                 f"{what} not granted within commit-lock-timeout {self._timeout_s} s: {exc}"
             ) from exc
+        if isinstance(outcome, Conflict):
+            raise UnableToLockRowsToReadCurrentError(f"{what} refused: {outcome.reason}")
         if not isinstance(outcome, Granted):
             raise UnableToLockRowsToModifyError(f"{what} refused: {outcome}")
         self._leases.hold(txn_id, lease_until_us)

@@ -138,6 +138,8 @@ class _Leadership:
     peer_commit: dict[int, int] = field(default_factory=dict)
     finish_acks: dict[int, set[int]] = field(default_factory=dict)
     """Slots chosen or in phase 2 above ``finished``: the peers that acknowledged them."""
+    answered_tick: dict[int, int] = field(default_factory=dict)
+    """By peer: our tick when its latest message arrived, from our win on (``silent_peers``)."""
 
 
 @dataclass(slots=True)
@@ -206,6 +208,8 @@ class Node:
         """The request ids in ``_queue``."""
         self._leader_ballot = ZERO_BALLOT
         """The ballot ``leader`` last spoke in."""
+        self._followed: int | None = None
+        """The last other node we heard from as leader."""
         self._local_reads: set[bytes] = set()
 
         # Read leases (off when ``read_lease_us`` is 0).
@@ -297,6 +301,19 @@ class Node:
         acked = self._acked_max if self._acked_ballot == held.ballot else 0
         return max(held.floor, acked, self.commit), held.until_us
 
+    def silent_peers(self) -> frozenset[int]:
+        """While leading: the peers not heard from for ``node_timeout_ticks``, presumed dead
+        or cut off (the runtime releases the object locks of their transactions). A peer
+        that answers while it is still silent to us in fact (a one-way cut) is not in it:
+        only what reaches us counts."""
+        lead = self._lead
+        if self.role is not Role.LEADER or lead is None:
+            return frozenset()
+        timeout = self.options.node_timeout_ticks
+        return frozenset(
+            peer for peer in self.peers if self._ticks - lead.answered_tick[peer] >= timeout
+        )
+
     def propose(self, request_id: bytes, payload: bytes) -> None:
         """Ask for a value to be chosen. The proposer learns the outcome when a chosen slot
         holding ``request_id`` reaches ``Ready.chosen``; retry with the same id after a
@@ -321,6 +338,8 @@ class Node:
         """Handle one message addressed to this node."""
         assert m.dst == self.id, (m.dst, self.id)
         assert m.src in self.members and m.src != self.id, (m.src, sorted(self.members))
+        if self.role is Role.LEADER and self._lead is not None:
+            self._lead.answered_tick[m.src] = self._ticks
         match m:
             case PreVote():
                 self.on_pre_vote(m)
@@ -603,6 +622,11 @@ class Node:
         self.role = Role.LEADER
         self.leader = self.id
         lead.won_us, lead.won_tick = self._now_us, self._ticks
+        lead.answered_tick = dict.fromkeys(self.peers, self._ticks)
+        if self._followed in self.peers and self._followed not in lead.promises:
+            # It has been silent for an election timeout already: half a node timeout more
+            # (heartbeats from us reach it meanwhile, if it lives) is enough.
+            lead.answered_tick[self._followed] -= self.options.node_timeout_ticks // 2
         self._check_quorum_elapsed = 0
         self._heartbeat_elapsed = 0
         self._catch_up_peer = None
@@ -669,6 +693,8 @@ class Node:
             self._become_follower()
         first_contact = self.leader != leader
         self.leader = leader
+        if leader != self.id:
+            self._followed = leader
         self._leader_ballot = ballot
         self._ticks_since_leader = 0
         self._election_elapsed = 0

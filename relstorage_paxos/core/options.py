@@ -13,6 +13,10 @@ class NodeOptions:
     """A follower that hears no leader for this many ticks (plus up to as many again of
     jitter) starts an election; a leader that hears no majority for as long steps down."""
     heartbeat_interval_ticks: int = 2
+    node_timeout_ticks: int = 10
+    """A leader reports a peer it has not heard from for this many ticks in
+    ``silent_peers`` (a peer it followed as leader before: for half as many after winning,
+    since it was silent for an election timeout already)."""
     pipeline_window_slots: int = 64
     """Slots a leader keeps in phase 2 at once."""
     batch_bytes_max: int = 1 << 20
@@ -43,6 +47,10 @@ class NodeOptions:
         assert self.node_id in self.members, (self.node_id, sorted(self.members))
         assert self.election_timeout_ticks > self.heartbeat_interval_ticks >= 1, (
             self.election_timeout_ticks,
+            self.heartbeat_interval_ticks,
+        )
+        assert self.node_timeout_ticks >= 2 * self.heartbeat_interval_ticks, (
+            self.node_timeout_ticks,
             self.heartbeat_interval_ticks,
         )
         assert self.pipeline_window_slots >= 1, self.pipeline_window_slots

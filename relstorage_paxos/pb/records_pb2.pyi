@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Record(_message.Message):
-    __slots__ = ("version", "request_id", "lock_objects", "commit_txn", "release_txn", "expire_leases", "allocate_oids", "noop", "restore_txn", "renew_leases", "pack_objects", "pack_transactions")
+    __slots__ = ("version", "request_id", "lock_objects", "commit_txn", "release_txn", "expire_leases", "allocate_oids", "noop", "restore_txn", "renew_leases", "expire_nodes", "pack_objects", "pack_transactions")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOCK_OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class Record(_message.Message):
     NOOP_FIELD_NUMBER: _ClassVar[int]
     RESTORE_TXN_FIELD_NUMBER: _ClassVar[int]
     RENEW_LEASES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_NODES_FIELD_NUMBER: _ClassVar[int]
     PACK_OBJECTS_FIELD_NUMBER: _ClassVar[int]
     PACK_TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
     version: int
@@ -30,9 +31,10 @@ class Record(_message.Message):
     noop: Noop
     restore_txn: RestoreTxn
     renew_leases: RenewLeases
+    expire_nodes: ExpireNodes
     pack_objects: PackObjects
     pack_transactions: PackTransactions
-    def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ..., restore_txn: _Optional[_Union[RestoreTxn, _Mapping]] = ..., renew_leases: _Optional[_Union[RenewLeases, _Mapping]] = ..., pack_objects: _Optional[_Union[PackObjects, _Mapping]] = ..., pack_transactions: _Optional[_Union[PackTransactions, _Mapping]] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., request_id: _Optional[bytes] = ..., lock_objects: _Optional[_Union[LockObjects, _Mapping]] = ..., commit_txn: _Optional[_Union[CommitTxn, _Mapping]] = ..., release_txn: _Optional[_Union[ReleaseTxn, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., allocate_oids: _Optional[_Union[AllocateOids, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ..., restore_txn: _Optional[_Union[RestoreTxn, _Mapping]] = ..., renew_leases: _Optional[_Union[RenewLeases, _Mapping]] = ..., expire_nodes: _Optional[_Union[ExpireNodes, _Mapping]] = ..., pack_objects: _Optional[_Union[PackObjects, _Mapping]] = ..., pack_transactions: _Optional[_Union[PackTransactions, _Mapping]] = ...) -> None: ...
 
 class LockObjects(_message.Message):
     __slots__ = ("txn_id", "node_id", "write_oids", "read_current_oids", "lease_until_us", "database")
@@ -141,6 +143,12 @@ class ExpireLeases(_message.Message):
     NOW_US_FIELD_NUMBER: _ClassVar[int]
     now_us: int
     def __init__(self, now_us: _Optional[int] = ...) -> None: ...
+
+class ExpireNodes(_message.Message):
+    __slots__ = ("node_ids",)
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    node_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AllocateOids(_message.Message):
     __slots__ = ("node_id", "count", "min_oid")

@@ -18,7 +18,7 @@ from relstorage_paxos.replica.codec import (
     encode_record,
 )
 from relstorage_paxos.replica.dump import LogicalDump, logical_dump
-from relstorage_paxos.replica.locks import earliest_lease_until_us
+from relstorage_paxos.replica.locks import earliest_lease_until_us, nodes_with_requests
 from relstorage_paxos.replica.outcomes import (
     Allocated,
     Committed,
@@ -42,6 +42,7 @@ from relstorage_paxos.replica.records import (
     BlobWrite,
     CommitTxn,
     ExpireLeases,
+    ExpireNodes,
     LockObjects,
     Noop,
     ObjectWrite,
@@ -69,6 +70,7 @@ __all__ = [
     "Conflict",
     "Duplicate",
     "ExpireLeases",
+    "ExpireNodes",
     "Expired",
     "Granted",
     "LockObjects",
@@ -104,5 +106,6 @@ __all__ = [
     "encode_record",
     "logical_dump",
     "next_tid",
+    "nodes_with_requests",
     "tid_of",
 ]

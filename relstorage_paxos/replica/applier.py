@@ -36,7 +36,7 @@ from relstorage_paxos.replica import schema
 from relstorage_paxos.replica.checkpointer import WalCheckpointer
 from relstorage_paxos.replica.codec import decode_outcome, decode_record, encode_outcome
 from relstorage_paxos.replica.dump import LogicalDump, logical_dump
-from relstorage_paxos.replica.locks import LockTable
+from relstorage_paxos.replica.locks import Dropped, LockTable, ReadConflict
 from relstorage_paxos.replica.outcomes import (
     Allocated,
     Committed,
@@ -58,6 +58,7 @@ from relstorage_paxos.replica.records import (
     AllocateOids,
     CommitTxn,
     ExpireLeases,
+    ExpireNodes,
     LockObjects,
     Noop,
     PackObjects,
@@ -434,6 +435,8 @@ class Replica:
                 return Renewed(self._locks.renew(body.txn_ids, body.lease_until_us))
             case ExpireLeases():
                 return self._expire_leases(slot, body)
+            case ExpireNodes():
+                return self._expire_nodes(slot, body)
             case AllocateOids():
                 return self._allocate_oids(slot, body, state)
             case Noop():
@@ -463,6 +466,8 @@ class Replica:
             exclusive_by_oid,
             database=lock.database,
         )
+        if isinstance(granted, ReadConflict):
+            return _read_conflict(granted)
         return Granted() if granted else Queued()
 
     def _commit_txn(self, slot: int, commit: CommitTxn, state: _SlotState) -> RecordedOutcome:
@@ -559,20 +564,28 @@ class Replica:
         return self._grant_waiting(slot)
 
     def _expire_leases(self, slot: int, expire: ExpireLeases) -> RecordedOutcome:
-        dropped = self._locks.drop_expired(expire.now_us)
+        return self._expired(slot, self._locks.drop_expired(expire.now_us), "lease expired")
+
+    def _expire_nodes(self, slot: int, expire: ExpireNodes) -> RecordedOutcome:
+        nodes = ", ".join(map(str, expire.node_ids))
+        return self._expired(
+            slot, self._locks.drop_nodes(expire.node_ids), f"node {nodes} stopped answering"
+        )
+
+    def _expired(self, slot: int, dropped: list[Dropped], why: str) -> RecordedOutcome:
         for request in dropped:
             if not request.was_granted:
-                self._rewrite_outcome(
-                    request.request_id, slot, Rejected("lease expired while waiting")
-                )
+                self._rewrite_outcome(request.request_id, slot, Rejected(f"{why} while waiting"))
         granted = self._grant_waiting(slot) if dropped else ()
         return Expired(len(dropped), granted)
 
     def _grant_waiting(self, slot: int) -> tuple[bytes, ...]:
-        granted = tuple(self._locks.grant_waiting())
-        for request_id in granted:
+        grants = self._locks.grant_waiting()
+        for request_id in grants.granted:
             self._rewrite_outcome(request_id, slot, Granted())
-        return granted
+        for conflict in grants.read_conflicts:
+            self._rewrite_outcome(conflict.request_id, slot, _read_conflict(conflict))
+        return grants.granted
 
     def _rewrite_outcome(self, request_id: bytes, slot: int, outcome: RecordedOutcome) -> None:
         self._db.execute(
@@ -679,6 +692,12 @@ class Replica:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _read_conflict(conflict: ReadConflict) -> Conflict:
+    return Conflict(
+        f"readCurrent oids {list(conflict.oids[:20])} are locked for writing by another txn"
+    )
 
 
 def _backup_to_file(source: apsw.Connection, target: str) -> int:

@@ -37,6 +37,7 @@ from relstorage_paxos.replica.records import (
     BlobWrite,
     CommitTxn,
     ExpireLeases,
+    ExpireNodes,
     LockObjects,
     Noop,
     ObjectWrite,
@@ -120,6 +121,8 @@ def encode_record(record: Record) -> bytes:
             message.renew_leases.lease_until_us = body.lease_until_us
         case ExpireLeases():
             message.expire_leases.now_us = body.now_us
+        case ExpireNodes():
+            message.expire_nodes.node_ids.extend(body.node_ids)
         case AllocateOids():
             message.allocate_oids.CopyFrom(
                 pb.AllocateOids(node_id=body.node_id, count=body.count, min_oid=body.min_oid)
@@ -212,6 +215,8 @@ def _decode_body(message: pb.Record) -> RecordBody:
         return RenewLeases(txn_ids=tuple(renew.txn_ids), lease_until_us=renew.lease_until_us)
     if kind == "expire_leases":
         return ExpireLeases(now_us=message.expire_leases.now_us)
+    if kind == "expire_nodes":
+        return ExpireNodes(node_ids=tuple(message.expire_nodes.node_ids))
     if kind == "allocate_oids":
         allocate = message.allocate_oids
         return AllocateOids(

@@ -12,8 +12,14 @@ their rules.
   exclusively. So the same FIFO rule makes a database request wait for every request ahead
   of it and every later request wait for it, and a database lock never starves.
 - No hold-and-wait: a txn has at most one request, and a granted request never waits for more.
-  The oldest waiting request waits only for granted ones, which commits, releases and lease
-  expiries end, so there is no deadlock (Coffman's conditions need hold-and-wait).
+  The oldest waiting request waits only for granted ones, which commits, releases, lease
+  expiries and node expiries end, so there is no deadlock (Coffman's conditions need
+  hold-and-wait).
+- A readCurrent OID held exclusively by a granted request fails the request at once (a read
+  conflict), whether it meets that lock when it arrives or when its turn comes: the holder is
+  about to write the object, so the read-current check could only fail after the wait.
+  PostgreSQL's RelStorage does the same (shared locks with NOWAIT), and a request that fails
+  fast is one that does not sit in the queue in front of others.
 
 Every query orders its rows, so the grant order is a function of the table contents alone.
 
@@ -44,6 +50,41 @@ _BLOCKED: Final = """
             AND (ahead.granted OR ahead.queue_seq < :queue_seq)
     )
 """
+
+
+_READ_CONFLICTS: Final = """
+    SELECT DISTINCT mine.zoid
+    FROM paxos_lock_oid AS mine
+    JOIN paxos_lock_oid AS other
+        ON other.zoid = mine.zoid AND other.txn_id <> mine.txn_id
+    JOIN paxos_lock_request AS holder ON holder.txn_id = other.txn_id
+    WHERE mine.txn_id = :txn_id
+        AND mine.zoid <> -1
+        AND NOT mine.exclusive
+        AND other.exclusive
+        AND holder.granted
+    ORDER BY mine.zoid
+"""
+"""The txn's readCurrent OIDs that a granted request holds exclusively (the database lock
+is not one: every object request holds it shared, and waits for an exclusive holder)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadConflict:
+    """A request dropped because a granted request holds some of its readCurrent OIDs
+    exclusively."""
+
+    request_id: bytes
+    oids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """What a change to the table did to the waiting requests, in queue order."""
+
+    granted: tuple[bytes, ...] = ()
+    """Request ids now granted."""
+    read_conflicts: tuple[ReadConflict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +127,12 @@ class LockTable:
         lease_until_us: int,
         exclusive_by_oid: Mapping[int, bool],
         database: bool = False,
-    ) -> bool:
+    ) -> bool | ReadConflict:
         """Add a request at the tail of the queue and grant it if nothing is in its way;
-        return whether it was granted. The txn must have no request yet. ``database``: the
-        database lock, in which case ``exclusive_by_oid`` must be empty."""
+        return whether it was granted, or, if a granted request holds one of its readCurrent
+        OIDs exclusively, the read conflict (the request is not kept). The txn must have no
+        request yet. ``database``: the database lock, in which case ``exclusive_by_oid``
+        must be empty."""
         assert not self.has_request(txn_id), txn_id
         assert not (database and exclusive_by_oid), txn_id
         assert DATABASE not in exclusive_by_oid, txn_id
@@ -110,7 +153,7 @@ class LockTable:
             "INSERT INTO paxos_lock_oid (txn_id, zoid, exclusive) VALUES (?, ?, ?)",
             [(txn_id, oid, int(items[oid])) for oid in sorted(items)],
         )
-        return self._grant_if_free(txn_id, queue_seq)
+        return self._grant_if_free(txn_id, request_id, queue_seq)
 
     def unlocked(self, txn_id: bytes, oids: Iterable[int]) -> list[int]:
         """Those of ``oids`` the txn does not hold exclusively, in order: all of them if it
@@ -165,6 +208,22 @@ class LockTable:
             renewed += self._db.changes()
         return renewed
 
+    def drop_nodes(self, node_ids: Iterable[int]) -> list[Dropped]:
+        """Remove every request made through one of ``node_ids``, in queue order."""
+        nodes = sorted(set(node_ids))
+        marks = ", ".join("?" * len(nodes))
+        dropped = []
+        for txn_id, request_id, granted in self._db.execute(
+            "SELECT txn_id, request_id, granted FROM paxos_lock_request"
+            f" WHERE node_id IN ({marks}) ORDER BY queue_seq",
+            nodes,
+        ).fetchall():
+            assert isinstance(txn_id, bytes), txn_id
+            assert isinstance(request_id, bytes), request_id
+            dropped.append(Dropped(txn_id, request_id, bool(granted)))
+        self._db.execute(f"DELETE FROM paxos_lock_request WHERE node_id IN ({marks})", nodes)
+        return dropped
+
     def drop_expired(self, now_us: int) -> list[Dropped]:
         """Remove every request whose lease ended before ``now_us``, in queue order."""
         expired = []
@@ -180,10 +239,11 @@ class LockTable:
         self._db.execute("DELETE FROM paxos_released_txn WHERE lease_until_us < ?", (now_us,))
         return expired
 
-    def grant_waiting(self) -> list[bytes]:
-        """Grant, in queue order, every waiting request nothing is in the way of any more;
-        return their request ids. Call after removing requests."""
-        granted = []
+    def grant_waiting(self) -> Grants:
+        """Grant, in queue order, every waiting request nothing is in the way of any more,
+        and drop those that now meet a read conflict. Call after removing requests."""
+        granted: list[bytes] = []
+        conflicts: list[ReadConflict] = []
         for txn_id, request_id, queue_seq in self._db.execute(
             "SELECT txn_id, request_id, queue_seq FROM paxos_lock_request"
             " WHERE NOT granted ORDER BY queue_seq"
@@ -191,17 +251,38 @@ class LockTable:
             assert isinstance(txn_id, bytes), txn_id
             assert isinstance(request_id, bytes), request_id
             assert isinstance(queue_seq, int), queue_seq
-            if self._grant_if_free(txn_id, queue_seq):
+            result = self._grant_if_free(txn_id, request_id, queue_seq)
+            if isinstance(result, ReadConflict):
+                conflicts.append(result)
+            elif result:
                 granted.append(request_id)
-        return granted
+        return Grants(tuple(granted), tuple(conflicts))
 
-    def _grant_if_free(self, txn_id: bytes, queue_seq: int) -> bool:
+    def _grant_if_free(
+        self, txn_id: bytes, request_id: bytes, queue_seq: int
+    ) -> bool | ReadConflict:
+        """Grant the request if nothing is in its way; drop it if it meets a read conflict.
+        Read conflicts first: a request that would wait for something else still fails at
+        once when one of its readCurrent OIDs is about to be written."""
+        oids = tuple(int(oid) for (oid,) in self._db.execute(_READ_CONFLICTS, {"txn_id": txn_id}))
+        if oids:
+            self._db.execute("DELETE FROM paxos_lock_request WHERE txn_id = ?", (txn_id,))
+            return ReadConflict(request_id, oids)
         row = self._db.execute(_BLOCKED, {"txn_id": txn_id, "queue_seq": queue_seq}).fetchone()
         assert row is not None
         if row[0]:
             return False
         self._db.execute("UPDATE paxos_lock_request SET granted = 1 WHERE txn_id = ?", (txn_id,))
         return True
+
+
+def nodes_with_requests(db: apsw.Connection) -> frozenset[int]:
+    """The nodes through which some lock request, held or waiting, was made: the leader
+    proposes ExpireNodes only for silent nodes among them, on a read-only connection of its
+    own (so a dead node is expired once, not at every check)."""
+    return frozenset(
+        int(node_id) for (node_id,) in db.execute("SELECT DISTINCT node_id FROM paxos_lock_request")
+    )
 
 
 def earliest_lease_until_us(db: apsw.Connection) -> int | None:

@@ -3,7 +3,8 @@
 Owns: the outcome values ``Replica.apply_slot`` returns and ``Replica.outcome`` reads back.
 A recorded outcome is what a retried proposal gets (wrapped in ``Duplicate``); the outcome of
 a waiting lock request changes once, when a later record grants it (``Queued`` becomes
-``Granted``) or drops it (``Queued`` becomes ``Rejected``).
+``Granted``), drops it (``Queued`` becomes ``Rejected``), or makes it meet a read conflict
+(``Queued`` becomes ``Conflict``).
 
 Must not import: generated protobuf (``codec.py`` translates), apsw.
 Called by: any thread; pure values.
@@ -44,7 +45,8 @@ class StaleWrite:
 @dataclass(frozen=True, slots=True)
 class Conflict:
     """The commit wrote nothing and changed no lock; ``stale_writes`` is empty when the reason
-    is a missing lock."""
+    is a missing lock. For a lock request: a readCurrent OID is locked for writing by
+    another txn, and the request was dropped (a read conflict, retryable)."""
 
     reason: str
     stale_writes: tuple[StaleWrite, ...] = ()

@@ -221,6 +221,22 @@ class ExpireLeases:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpireNodes:
+    """Drop every lock request, held or waiting, made through one of ``node_ids``: the
+    leader has not heard from them for a node timeout, so their processes are presumed dead
+    or cut off, and their locks must not block the others for a whole lease. A transaction
+    that loses its locks this way is refused at finish (its CommitTxn finds no lock)."""
+
+    node_ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.node_ids:
+            raise MalformedRecord("node_ids is empty")
+        if list(self.node_ids) != sorted(set(self.node_ids)):
+            raise MalformedRecord("node_ids are not distinct and in order")
+
+
+@dataclass(frozen=True, slots=True)
 class AllocateOids:
     """Reserve ``count`` OIDs for ``node_id``, all above ``min_oid`` (RelStorage's
     ``set_min_oid``, which restores need)."""
@@ -314,6 +330,7 @@ RecordBody = (
     | ReleaseTxn
     | RenewLeases
     | ExpireLeases
+    | ExpireNodes
     | AllocateOids
     | Noop
     | PackObjects

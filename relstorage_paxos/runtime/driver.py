@@ -104,6 +104,8 @@ class NodeStatus:
     truncated_slot: int
     last_tid: int
     running_hash: bytes
+    silent_peers: frozenset[int] = frozenset()
+    """While leading: the peers not heard from for a node timeout (``Node.silent_peers``)."""
 
 
 @dataclass(slots=True)
@@ -616,4 +618,5 @@ class NodeRuntime:
             truncated_slot=core.truncated,
             last_tid=self._replica.last_tid,
             running_hash=self._replica.running_hash,
+            silent_peers=core.silent_peers(),
         )

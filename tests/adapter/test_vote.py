@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 import transaction
 import ZODB
-from relstorage.adapters.interfaces import UnableToLockRowsToModifyError
+from relstorage.adapters.interfaces import (
+    UnableToLockRowsToModifyError,
+    UnableToLockRowsToReadCurrentError,
+)
 from relstorage.storage.interfaces import VoteReadConflictError
 from ZODB.Connection import TransactionMetaData
+from ZODB.utils import u64
 
 from relstorage_paxos.adapter.link import NodeLink, acquire, release
 from relstorage_paxos.replica import Granted, LockObjects, Record, ReleaseTxn
@@ -106,13 +110,15 @@ def test_a_read_current_oid_newer_here_fails_without_waiting_for_locks(
     let_go(node)
 
 
-def test_a_current_read_current_oid_still_waits_for_its_locks(
+def test_a_read_current_oid_locked_for_writing_fails_at_once_with_a_read_conflict(
     db: ZODB.DB, data_dir: Path, keep_history: bool, node: NodeLink
 ) -> None:
-    """Only a newer tid fails early: a current one is checked again under the locks."""
+    """As RelStorage on PostgreSQL (shared locks with NOWAIT): the holder is about to write
+    the object, so waiting could only end in a failed read-current check. A wait would end
+    in UnableToLockRowsToModifyError after the commit lock timeout instead."""
     a_oid, b_oid = oids(db)
     db.storage._adapter.locker.commit_lock_timeout = 0.3
-    hold_lock(node, a_oid)  # readCurrent takes a shared lock, which waits for this one
+    hold_lock(node, a_oid)
     storage = db.storage.new_instance()
     try:
         a_tid = storage.load(a_oid)[1]
@@ -121,9 +127,17 @@ def test_a_current_read_current_oid_still_waits_for_its_locks(
         storage.tpc_begin(txn)
         storage.checkCurrentSerialInTransaction(a_oid, a_tid, txn)
         storage.store(b_oid, b_tid, b_state, "", txn)
-        with pytest.raises(UnableToLockRowsToModifyError, match="1 read-current"):
+        with pytest.raises(
+            UnableToLockRowsToReadCurrentError, match=f"readCurrent oids \\[{u64(a_oid)}\\]"
+        ):
             storage.tpc_vote(txn)
         storage.tpc_abort(txn)
+        # It left no request behind: b is free for the next writer.
+        txn = TransactionMetaData()
+        storage.tpc_begin(txn)
+        storage.store(b_oid, b_tid, b_state, "", txn)
+        storage.tpc_vote(txn)
+        storage.tpc_finish(txn)
     finally:
         storage.release()
     let_go(node)

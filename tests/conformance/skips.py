@@ -148,8 +148,19 @@ ZAP_REASON = (
     " and its tids never go back"
 )
 
+NO_DEADLOCK_REASON = (
+    "expects a lock deadlock to be detected and reported (UnableToLockRowsDeadlockError)"
+    " after taking a transaction's exclusive and shared locks in two steps: a paxos lock"
+    " request is granted all or nothing, in log order, so it cannot deadlock; the"
+    " conflicting readCurrent fails at once with UnableToLockRowsToReadCurrentError"
+    " instead (tests/adapter/test_vote.py)"
+)
+
 PAXOS_SKIPS: tuple[Skip, ...] = (
     *STOCK_SQLITE_SKIPS,
     # -- refused by the adapter, by design or not yet -------------------------------------
     Skip("checkBackwardTimeTravelWith*RevertWhenStale", ZAP_REASON, kind="unsupported"),
+    # -- expectations this design cannot meet ------------------------------------------------
+    Skip("checkTL_InterleavedConflictingReadCurrentDeadlock", NO_DEADLOCK_REASON),
+    Skip("checkTL_manualInterleavedConflictingReadCurrentDeadlock", NO_DEADLOCK_REASON),
 )

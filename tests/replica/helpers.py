@@ -15,6 +15,7 @@ from relstorage_paxos.replica import (
     BlobWrite,
     CommitTxn,
     ExpireLeases,
+    ExpireNodes,
     LockObjects,
     Noop,
     ObjectWrite,
@@ -101,6 +102,10 @@ def renew(request_id: bytes, txn_ids: Iterable[bytes], lease_until_us: int) -> P
 
 def expire(request_id: bytes, now_us: int) -> Proposal:
     return proposal(request_id, ExpireLeases(now_us))
+
+
+def expire_nodes(request_id: bytes, *node_ids: int) -> Proposal:
+    return proposal(request_id, ExpireNodes(node_ids))
 
 
 def allocate(request_id: bytes, node_id: int, count: int, min_oid: int = 0) -> Proposal:

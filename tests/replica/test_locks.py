@@ -1,4 +1,5 @@
-"""LockObjects, ReleaseTxn and ExpireLeases: all-or-nothing grants, FIFO waiting."""
+"""LockObjects, ReleaseTxn, ExpireLeases and ExpireNodes: all-or-nothing grants, FIFO
+waiting, read conflicts that fail fast."""
 
 from __future__ import annotations
 
@@ -14,9 +15,19 @@ from relstorage_paxos.replica import (
     Renewed,
     Replica,
 )
-from relstorage_paxos.replica.locks import earliest_lease_until_us
+from relstorage_paxos.replica.locks import earliest_lease_until_us, nodes_with_requests
 
-from .helpers import apply, commit, expire, granted_locks, lock, open_readonly, release, renew
+from .helpers import (
+    apply,
+    commit,
+    expire,
+    expire_nodes,
+    granted_locks,
+    lock,
+    open_readonly,
+    release,
+    renew,
+)
 
 
 def test_free_oids_are_granted_exclusive_and_shared(replica: Replica) -> None:
@@ -29,15 +40,40 @@ def test_shared_locks_share(replica: Replica) -> None:
     assert outcomes == [Granted(), Granted()]
 
 
-def test_exclusive_conflicts_with_shared_both_ways(replica: Replica) -> None:
+def test_a_writer_waits_for_a_reader_and_a_reader_fails_at_once_on_a_writer(
+    replica: Replica,
+) -> None:
     outcomes = apply(
         replica,
         lock(b"r1", b"t1", read=[1]),
         lock(b"r2", b"t2", write=[1]),
         lock(b"r3", b"t3", write=[2]),
-        lock(b"r4", b"t4", read=[2]),
+        lock(b"r4", b"t4", read=[2], write=[3]),
     )
-    assert outcomes == [Granted(), Queued(), Granted(), Queued()]
+    assert outcomes[:3] == [Granted(), Queued(), Granted()]
+    assert outcomes[3] == Conflict("readCurrent oids [2] are locked for writing by another txn")
+    # The failed request is gone: it holds nothing, waits for nothing, and may not commit.
+    assert granted_locks(replica) == {b"t1": {1: False}, b"t3": {2: True}}
+    (refused,) = apply(replica, commit(b"c4", b"t4", [(3, 0, b"x")]))
+    assert isinstance(refused, Conflict)
+    assert apply(replica, lock(b"r5", b"t5", write=[3])) == [Granted()]
+
+
+def test_a_waiting_reader_fails_when_a_writer_ahead_of_it_is_granted(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", read=[1]))
+    queued = apply(replica, lock(b"r2", b"t2", write=[1]), lock(b"r3", b"t3", read=[1, 2]))
+    assert queued == [Queued(), Queued()]
+    assert apply(replica, release(b"x1", b"t1")) == [Released((b"r2",))]
+    assert replica.outcome(b"r3") == Conflict(
+        "readCurrent oids [1] are locked for writing by another txn"
+    )
+    assert granted_locks(replica) == {b"t2": {1: True}}
+
+
+def test_the_database_lock_is_waited_for_not_a_read_conflict(replica: Replica) -> None:
+    apply(replica, lock(b"r1", b"t1", database=True))
+    assert apply(replica, lock(b"r2", b"t2", read=[1])) == [Queued()]
+    assert apply(replica, release(b"x1", b"t1")) == [Released((b"r2",))]
 
 
 def test_all_or_nothing(replica: Replica) -> None:
@@ -51,21 +87,22 @@ def test_all_or_nothing(replica: Replica) -> None:
 
 
 def test_waiting_requests_are_granted_in_fifo_order(replica: Replica) -> None:
-    apply(replica, lock(b"r1", b"t1", write=[1]))
+    apply(replica, lock(b"r1", b"t1", read=[1]))
     queued = apply(
         replica,
         lock(b"r2", b"t2", write=[1]),
-        lock(b"r3", b"t3", read=[1]),
-        lock(b"r4", b"t4", read=[1]),
+        lock(b"r3", b"t3", write=[1, 2]),
+        lock(b"r4", b"t4", write=[2]),
     )
     assert queued == [Queued()] * 3
-    # t1 goes: t2 (exclusive) first; t3 and t4 keep waiting behind it.
+    # t1 goes: t2 first; t3 keeps waiting behind it, and t4 behind t3 (oid 2).
     assert apply(replica, release(b"x1", b"t1")) == [Released((b"r2",))]
     assert replica.outcome(b"r2") == Granted()
     assert replica.outcome(b"r3") == Queued()
-    # t2 goes: both shared requests together, in queue order.
-    assert apply(replica, release(b"x2", b"t2")) == [Released((b"r3", b"r4"))]
-    assert granted_locks(replica) == {b"t3": {1: False}, b"t4": {1: False}}
+    assert replica.outcome(b"r4") == Queued()
+    assert apply(replica, release(b"x2", b"t2")) == [Released((b"r3",))]
+    assert apply(replica, release(b"x3", b"t3")) == [Released((b"r4",))]
+    assert granted_locks(replica) == {b"t4": {2: True}}
 
 
 def test_a_later_request_does_not_overtake_an_earlier_conflicting_one(replica: Replica) -> None:
@@ -154,6 +191,32 @@ def test_expired_leases_release_held_and_waiting_requests(replica: Replica) -> N
     assert apply(replica, expire(b"e2", 101)) == [Expired(2, (b"r3",))]
     assert replica.outcome(b"r2") == Rejected("lease expired while waiting")
     assert granted_locks(replica) == {b"t3": {1: True}}
+
+
+def test_expired_nodes_lose_their_held_and_waiting_requests(replica: Replica) -> None:
+    apply(
+        replica,
+        lock(b"r1", b"t1", write=[1], node_id=1),
+        lock(b"r2", b"t2", write=[1, 2], node_id=2),
+        lock(b"r3", b"t3", write=[2], node_id=3),
+        lock(b"r4", b"t4", write=[1], node_id=3),
+        lock(b"r5", b"t5", write=[5], node_id=2),
+    )
+    db = open_readonly(replica.path)
+    try:
+        assert nodes_with_requests(db) == {1, 2, 3}
+        assert apply(replica, expire_nodes(b"e1", 1, 2)) == [Expired(3, (b"r3", b"r4"))]
+        assert replica.outcome(b"r2") == Rejected("node 1, 2 stopped answering while waiting")
+        assert granted_locks(replica) == {b"t3": {2: True}, b"t4": {1: True}}
+        assert nodes_with_requests(db) == {3}
+    finally:
+        db.close()
+    # The dead node's transaction can never commit afterwards.
+    (refused,) = apply(replica, commit(b"c1", b"t1", [(1, 0, b"x")]))
+    assert isinstance(refused, Conflict)
+    # A node that comes back locks again as before.
+    assert apply(replica, lock(b"r6", b"t6", write=[6], node_id=1)) == [Granted()]
+    assert apply(replica, expire_nodes(b"e2", 2)) == [Expired(0)]
 
 
 def test_a_txn_cannot_request_twice(replica: Replica) -> None:
