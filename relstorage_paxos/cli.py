@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
     )
     init.add_argument(
+        "--node-timeout",
+        type=float,
+        default=defaults["node_timeout_s"],
+        metavar="SECONDS",
+        help="release the object locks of a node the leader has not heard from for this long",
+    )
+    init.add_argument(
         "--read-lease",
         type=float,
         default=defaults["read_lease_s"],
@@ -128,6 +135,7 @@ def _init(args: argparse.Namespace) -> int:
         tick_s=args.tick,
         election_timeout_s=args.election_timeout,
         heartbeat_interval_s=args.heartbeat_interval,
+        node_timeout_s=args.node_timeout,
         read_lease_s=args.read_lease,
         batch_bytes_max=min(config.DEFAULT_BATCH_BYTES_MAX, args.max_record_bytes),
         max_record_bytes=args.max_record_bytes,

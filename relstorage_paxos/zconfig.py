@@ -16,6 +16,7 @@ from relstorage.config import BaseConfig  # type: ignore[import-untyped]
 from relstorage_paxos.adapter import PaxosAdapter
 from relstorage_paxos.adapter.settings import (
     AdapterSettings,
+    connect_timeout_seconds,
     consistency_level,
     driver_name,
     lock_lease_seconds,
@@ -26,6 +27,7 @@ from relstorage_paxos.adapter.settings import (
 
 __all__ = [
     "PaxosAdapterFactory",
+    "connect_timeout_seconds",
     "consistency_level",
     "driver_name",
     "lock_lease_seconds",
@@ -45,6 +47,7 @@ class PaxosAdapterFactory(BaseConfig):  # type: ignore[misc]
             embedded=config.embedded,
             lock_lease_s=config.lock_lease,
             read_timeout_s=config.read_timeout,
+            connect_timeout_s=config.connect_timeout,
         )
 
     def create(self, options: Any) -> Any:

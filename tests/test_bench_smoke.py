@@ -51,6 +51,7 @@ EXPECTED = {
     },
     "h_failover": {"paxos-3node"},
     "i_lease_holder_death": {"paxos-3node"},
+    "j_lock_holder_death": {"leader killed", "follower killed"},
 }
 PLOTS = [
     "a_commit_latency_cdf.png",

@@ -78,7 +78,9 @@ class PaxosAdapter(Sqlite3Adapter):  # type: ignore[misc]
         options = options if options is not None else Options()
         self.settings = settings
         self._link: link.NodeLink | None = link.acquire(
-            settings.data_dir, embedded=settings.embedded
+            settings.data_dir,
+            embedded=settings.embedded,
+            connect_timeout_s=settings.connect_timeout_s,
         )
         try:
             _check_options(self._link, options)

@@ -20,7 +20,12 @@ from typing import Final
 
 from relstorage_paxos import config
 from relstorage_paxos.config import NodeSettings
-from relstorage_paxos.errors import ReplicaTooStaleError, SettingsError
+from relstorage_paxos.errors import (
+    NodeUnavailableError,
+    PaxosError,
+    ReplicaTooStaleError,
+    SettingsError,
+)
 from relstorage_paxos.lease_board import LeaseBoardReader
 from relstorage_paxos.replica import Record, RecordedOutcome, decode_outcome, encode_record
 from relstorage_paxos.server import NodeServer
@@ -33,6 +38,9 @@ OIDS_PER_REQUEST: Final = 100
 
 LAG_POLL_S: Final = 0.05
 """How often a ``local`` reader re-asks a node that is not known to be in sync."""
+
+CONNECT_POLL_S: Final = 0.1
+"""How often opening a storage re-asks a node that does not answer yet."""
 
 
 class NodeLink:
@@ -120,6 +128,34 @@ class NodeLink:
                     )
                 time.sleep(LAG_POLL_S)
 
+    def wait_for_node(self, timeout_s: float) -> None:
+        """Return once the node answers and knows a leader, or after ``timeout_s`` if it
+        answers without one; raise ``NodeUnavailableError`` if it never answered."""
+        deadline = time.monotonic() + timeout_s
+        answered = False
+        while True:
+            try:
+                status = self.client.status(timeout_s=max(0.05, min(2.0, timeout_s)))
+            except PaxosError as exc:
+                if time.monotonic() >= deadline:
+                    raise NodeUnavailableError(
+                        f"node {self.node_id} at {self.data_dir} did not answer within"
+                        f" connect-timeout {timeout_s:g} s (is `relstorage-paxos serve"
+                        f" --data-dir {self.data_dir}` running?): {exc}"
+                    ) from exc
+            else:
+                answered = True
+                if status.leader_id is not None:
+                    return
+            if answered and time.monotonic() >= deadline:
+                logger.warning(
+                    "node %d knows no leader after connect-timeout %g s; opening anyway",
+                    self.node_id,
+                    timeout_s,
+                )
+                return
+            time.sleep(CONNECT_POLL_S)
+
     def close(self) -> None:
         self._board.close()
         self.client.close()
@@ -186,14 +222,23 @@ _registry_lock = threading.Lock()
 _registry: dict[Path, _Entry] = {}
 
 
-def acquire(data_dir: Path, *, embedded: bool) -> NodeLink:
+def acquire(data_dir: Path, *, embedded: bool, connect_timeout_s: float = 0.0) -> NodeLink:
     """The process's link to the node at ``data_dir``, made on first use; pair with
-    ``release``. ``embedded`` runs the node in this process (its first user decides)."""
+    ``release``. ``embedded`` runs the node in this process (its first user decides). The
+    first use waits up to ``connect_timeout_s`` for a node running elsewhere
+    (``NodeLink.wait_for_node``)."""
     key = data_dir.resolve()
     with _registry_lock:
         entry = _registry.get(key)
         if entry is None:
-            entry = _registry[key] = _Entry(NodeLink(key, embedded=embedded))
+            made = NodeLink(key, embedded=embedded)
+            if made.server is None and connect_timeout_s > 0:
+                try:
+                    made.wait_for_node(connect_timeout_s)
+                except BaseException:
+                    made.close()
+                    raise
+            entry = _registry[key] = _Entry(made)
         elif embedded and entry.link.server is None:
             raise SettingsError(
                 f"<paxos> embedded: {key} is already used by this process through a node"

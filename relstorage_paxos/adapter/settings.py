@@ -19,6 +19,7 @@ CONSISTENCY_LEVELS: Final = ("linearizable", "session", "local")
 DEFAULT_MAX_LAG_S: Final = 5.0
 DEFAULT_LOCK_LEASE_S: Final = 30.0
 DEFAULT_READ_TIMEOUT_S: Final = 30.0
+DEFAULT_CONNECT_TIMEOUT_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,12 @@ class AdapterSettings:
     ``transaction.manager.attempts()`` retries. Long, because a node that reaches a quorum
     but applies slowly (a pack, a catch-up) should answer late rather than not at all; a
     node cut off from a quorum refuses within two election timeouts anyway."""
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    """How long opening the storage waits for its node to answer and know a leader (an
+    application started before its node, or during its restart), as ZEO's client waits for
+    its server; a node that never answers then fails the open with ``NodeUnavailableError``
+    naming this key, one that answers without a leader opens (a linearizable read then
+    raises the retryable ``ReadBarrierError`` until it has one)."""
     embedded: bool = False
     """Run the node inside this process (single-process applications, tests)."""
     lock_lease_s: float = DEFAULT_LOCK_LEASE_S
@@ -83,6 +90,10 @@ def lock_lease_seconds(value: str | float) -> float:
 
 def read_timeout_seconds(value: str | float) -> float:
     return _positive_seconds("read-timeout", value)
+
+
+def connect_timeout_seconds(value: str | float) -> float:
+    return _positive_seconds("connect-timeout", value)
 
 
 def node_data_dir(value: str) -> Path:

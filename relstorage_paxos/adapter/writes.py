@@ -335,7 +335,19 @@ class Writer:
         self._leases.drop(txn_id)
         release = ReleaseTxn(txn_id, conn.paxos_lease_until_us, conn.paxos_database_tid or 0)
         try:
-            self._propose(txn_id + b"/release", release, RELEASE_TIMEOUT_S)
+            # Not retried while the node is unreachable: an abort must not hang for a dead
+            # node, whose locks the leader releases through ExpireNodes anyway.
+            propose_with_retries(
+                self._link, txn_id + b"/release", release, RELEASE_TIMEOUT_S, unreachable=False
+            )
+        except NodeUnavailableError as exc:
+            logger.warning(
+                "could not release the locks of txn %s: node %d is unreachable (%s); the"
+                " leader releases a silent node's locks, the lease those of a live one",
+                txn_id.hex(),
+                self._link.node_id,
+                exc,
+            )
         except PaxosError as exc:
             logger.warning(
                 "could not release the locks of txn %s at node %d (%s); its lease frees them",
@@ -351,11 +363,17 @@ class Writer:
 
 
 def propose_with_retries(
-    link: NodeLink, request_id: bytes, body: RecordBody, timeout_s: float
+    link: NodeLink,
+    request_id: bytes,
+    body: RecordBody,
+    timeout_s: float,
+    *,
+    unreachable: bool = True,
 ) -> tuple[int, RecordedOutcome]:
     """Propose until answered or ``timeout_s`` has passed, re-sending with the same request
-    id after an unknown outcome or an unreachable node (the applier answers a repeated
-    request id with the outcome it recorded, so nothing is applied twice)."""
+    id after an unknown outcome or, if ``unreachable``, an unreachable node (the applier
+    answers a repeated request id with the outcome it recorded, so nothing is applied
+    twice)."""
     record = Record(request_id, body)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -363,6 +381,8 @@ def propose_with_retries(
         try:
             return link.propose(record, max(0.001, remaining))
         except (OutcomeUnknownError, NodeUnavailableError) as exc:
+            if not unreachable and isinstance(exc, NodeUnavailableError):
+                raise
             if deadline - time.monotonic() <= RETRY_PAUSE_S:
                 raise
             logger.info("retrying %r at node %d: %s", request_id, link.node_id, exc)

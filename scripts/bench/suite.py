@@ -49,6 +49,7 @@ WORKLOADS = {
     "g": "g_wsgi_request",
     "h": "h_failover",
     "i": "i_lease_holder_death",
+    "j": "j_lock_holder_death",
 }
 LEFT_OUT = (
     "etcd; PostgreSQL unless --with-postgres (perf-anchors.md has figures of both from an "
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 "g_wsgi_request": lambda: workloads.wsgi(systems, sizes),
                 "h_failover": lambda: workloads.failover(lab.cluster, sizes),
                 "i_lease_holder_death": lambda: workloads.lease_holder_death(lab.cluster, sizes),
+                "j_lock_holder_death": lambda: workloads.lock_holder_death(lab.cluster, sizes),
             }
             for key in chosen:
                 began = time.monotonic()

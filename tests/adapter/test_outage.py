@@ -6,14 +6,18 @@ does not leak, and the same ``DB`` works again once the node is back."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import transaction
 import ZODB
+from ZODB.Connection import TransactionMetaData
+from ZODB.utils import z64
 
-from relstorage_paxos.errors import ReadBarrierError
+from relstorage_paxos.errors import NodeUnavailableError, ReadBarrierError
 from tests.adapter.support import open_db
 from tests.integration.processes import ProcessCluster, running_cluster, wait_for
 
@@ -102,3 +106,47 @@ def test_the_applications_node_cut_off_from_the_others(
     with db.transaction() as conn:
         conn.root()["value"] = 3
     assert _read(db) == 3
+
+
+def test_opening_waits_for_the_node_up_to_connect_timeout(cluster: ProcessCluster) -> None:
+    """As ZEO's client waits for its server: an application started before its node (or
+    while it restarts) opens once the node answers, and fails with a clear error naming
+    the setting if it does not answer in time."""
+    node = cluster.nodes[1]
+    node.kill()
+    with pytest.raises(NodeUnavailableError, match=r"connect-timeout 0\.5 s"):
+        open_db(node.data_dir, keep_history=False, connect_timeout="0.5")
+    starter = threading.Timer(0.5, node.start)
+    starter.start()
+    try:
+        database = open_db(node.data_dir, keep_history=False, connect_timeout="60")
+    finally:
+        starter.join()
+    try:
+        with database.transaction() as conn:
+            conn.root()["opened"] = True
+    finally:
+        database.close()
+
+
+def test_an_abort_does_not_wait_for_a_dead_node(
+    cluster: ProcessCluster, db: ZODB.DB, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vote took locks, then its node died: the abort's release is tried once and given
+    up (the leader releases a dead node's locks through ExpireNodes), not retried for
+    seconds while the application waits."""
+    storage = db.storage.new_instance()
+    try:
+        state, serial = storage.load(z64)
+        meta = TransactionMetaData()
+        storage.tpc_begin(meta)
+        storage.store(z64, serial, state, "", meta)
+        storage.tpc_vote(meta)
+        cluster.nodes[1].kill()
+        with caplog.at_level(logging.INFO, logger="relstorage_paxos.adapter.writes"):
+            storage.tpc_abort(meta)
+    finally:
+        storage.release()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if m.startswith("retrying") and "/release" in m], messages
+    assert any("could not release" in m and "is unreachable" in m for m in messages), messages

@@ -100,6 +100,7 @@ ROWS = {
     "g_wsgi_request": _latency_rows,
     "h_failover": _failover_rows,
     "i_lease_holder_death": _failover_rows,
+    "j_lock_holder_death": _failover_rows,
 }
 
 

@@ -1,4 +1,4 @@
-"""The workloads, a to h, each a function of the systems it runs on and the sizes.
+"""The workloads, a to j, each a function of the systems it runs on and the sizes.
 
 Every workload interleaves its systems within a round (the order rotates from one round to
 the next) and reports, per system, the median over rounds of each round's figure, so that
@@ -917,6 +917,81 @@ def lease_holder_death(cluster: Any, sizes: Sizes) -> dict[str, Any]:
                 ),
                 "trials": trials,
             }
+        },
+    }
+
+
+# -- j. lock holder's node death ----------------------------------------------------------------
+
+
+def lock_holder_death(cluster: Any, sizes: Sizes) -> dict[str, Any]:
+    """An application on one node votes a transaction on a hot object (its lock held between
+    vote and finish), then that node is killed with kill -9: the time until an application
+    on a surviving node commits the hot object (its vote waits for the lock). Before
+    ExpireNodes it was the lock lease, 30 s plus the commit lock timeout. The leader's node
+    and a follower's, ``sizes.failovers`` kills each; the killed node restarts between
+    trials."""
+    from ZODB.Connection import TransactionMetaData
+    from ZODB.tests.MinPO import MinPO
+    from ZODB.tests.StorageTestBase import zodb_pickle
+
+    from tests.integration.processes import wait_for
+
+    stalls: dict[str, list[float]] = {"leader killed": [], "follower killed": []}
+    for trial in range(sizes.failovers):
+        for case, times in stalls.items():
+            leader = cluster.wait_for_leader()
+            followers = [n for n in cluster.running() if n is not leader]
+            victim, survivor = (
+                (leader, followers[0]) if case == "leader killed" else (followers[0], followers[1])
+            )
+            survivor_db = open_db(
+                System("survivor", "paxos", (str(survivor.data_dir),), True).zconfig(
+                    commit_lock_timeout_s=60
+                )
+            )
+            victim_db = open_db(System("victim", "paxos", (str(victim.data_dir),), True).zconfig())
+            key = f"j:{trial}:{case}"
+            tm = transaction.TransactionManager()
+            conn = survivor_db.open(tm)
+            commit_retrying(
+                tm, lambda c=conn, k=key: c.root().__setitem__(k, PersistentMapping(n=0))
+            )
+            oid = conn.root()[key]._p_oid
+            with victim_db.transaction() as victim_conn:  # linearizable: it sees the commit
+                victim_conn.root()[key]
+            storage = victim_db.storage.new_instance()
+            serial = storage.load(oid)[1]
+            txn = TransactionMetaData()
+            storage.tpc_begin(txn)
+            storage.store(oid, serial, zodb_pickle(MinPO("never")), "", txn)
+            storage.tpc_vote(txn)
+            killed_at = time.monotonic()
+            victim.kill()
+            commit_retrying(tm, lambda c=conn, k=key: c.root()[k].__setitem__("n", 1))
+            times.append(time.monotonic() - killed_at)
+            conn.close()
+            survivor_db.close()
+            storage.release()
+            victim_db.close()
+            victim.start()
+            wait_for(f"restarted node {victim.node_id}", victim.status, 60)
+            cluster.wait_converged(60)
+    return {
+        "title": "j. write stall on a hot object when the node of its lock holder dies",
+        "unit": "s",
+        "better": "lower",
+        "note": "a transaction through the killed node holds the object's lock between vote"
+        " and finish; the stall is from the kill -9 until another node's application commits"
+        " the object (node-timeout 1 s, election timeout 0.4 s; before ExpireNodes: the"
+        " lock lease, 30 s plus commit-lock-timeout)",
+        "systems": {
+            case: {
+                "median_s": statistics.median(times),
+                "max_s": max(times),
+                "trials": [{"stall_s": t} for t in times],
+            }
+            for case, times in stalls.items()
         },
     }
 

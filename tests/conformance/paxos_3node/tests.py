@@ -10,6 +10,9 @@ every further storage of the test on the next node in turn.
   ``PackableStorage`` in both modes, plus ``TransactionalUndoStorage``,
   ``IteratorStorage``, ``RevisionStorage``, ``HistoryStorage`` and
   ``PackableUndoStorage`` history-preserving;
+- RelStorage's concurrent-writer tests, both modes: its locking mixin
+  (``relstorage.tests.locking.TestLocking``: readCurrent against write locks, on two or
+  three storages) and ``checkCanVoteAndCommitWhileOtherStorageVotes``;
 - the MVCC tests (mvcc.py): two storages, on two different nodes;
 - ZODB's RecoveryStorage as RelStorage runs it (``copyTransactionsFrom`` and restore,
   to and from a FileStorage), both modes.
@@ -32,6 +35,7 @@ from relstorage.tests.hptestbase import (
     HistoryPreservingRelStorageTests,
     HistoryPreservingToFileStorage,
 )
+from relstorage.tests.locking import TestLocking
 from ZODB.tests import (
     BasicStorage,
     ConflictResolution,
@@ -73,6 +77,10 @@ ZODB_HISTORY_MIXINS = (
     PackableStorage.PackableUndoStorage,
 )
 BASE_DBNAME = "relstoragetest"
+CONCURRENT_WRITER_CHECKS = frozenset(
+    {n for n in vars(TestLocking) if n.startswith("check")}
+    | {"checkCanVoteAndCommitWhileOtherStorageVotes"}
+)
 
 
 def zodb_mixin_checks(mixins: tuple[type, ...]) -> set[str]:
@@ -106,7 +114,8 @@ def test_suite() -> unittest.TestSuite:
         ),
     ):
         zodb = _make(name, (base, ZODBTestCase))
-        suite.addTests(zodb(check) for check in sorted(zodb_mixin_checks(mixins) & set(dir(zodb))))
+        checks = (zodb_mixin_checks(mixins) | CONCURRENT_WRITER_CHECKS) & set(dir(zodb))
+        suite.addTests(zodb(check) for check in sorted(checks))
     loader = unittest.TestLoader()
     for base in (HistoryFreeMVCCTests, HistoryPreservingMVCCTests):
         suite.addTests(loader.loadTestsFromTestCase(_make("Paxos3" + base.__name__, (base,))))
