@@ -71,7 +71,7 @@ SUITES: Final = {
         Suite(
             "paxos_3node",
             "tests.conformance.paxos_3node",
-            min_tests=165,
+            min_tests=180,
             min_passed=160,
             timeout_s=600,
             skips_table="PAXOS_SKIPS",
