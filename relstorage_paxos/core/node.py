@@ -1016,6 +1016,11 @@ class Node:
         self._send(CatchUpReply(self.id, m.src, tuple(entries), self.commit, snapshot_slot))
 
     def on_catch_up_reply(self, m: CatchUpReply) -> None:
+        if m.src != self._catch_up_peer:
+            # Values we did not ask this peer for (a late answer to an earlier request, whose
+            # slots we learn anyway, or a forgery): believed, they would be chosen unchecked.
+            logger.debug("node %d ignores a catch-up reply from %d", self.id, m.src)
+            return
         for sv in m.entries:
             self._learn_chosen(sv.slot, sv.value, ZERO_BALLOT)
         before = self.commit

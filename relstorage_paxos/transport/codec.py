@@ -2,7 +2,8 @@
 
 Owns: the wire form of every core message (``proto/relstorage_paxos/pb/peer.proto``) and the
 checks a received envelope passes before the core sees it: protocol version, cluster,
-sender, well-formedness. Whether the message is addressed to this node is the caller's check.
+sender, well-formedness, consistency with the sender's own state (``_check_consistency``).
+Whether the message is addressed to this node is the caller's check.
 Must not import: grpc, ``runtime``, ``log``, ``replica``; only ``core`` and generated ``pb``.
 Called by: the transport's sending and receiving threads; pure functions, safe from any
 thread.
@@ -15,6 +16,7 @@ to encode (1.6 ms against 39 µs, measured with protobuf 7.36).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, assert_never
 
@@ -129,6 +131,7 @@ def decode(env: pb.Envelope, expected_cluster_id: str, known_nodes: frozenset[in
         raise UnknownNodeError(
             f"{type(msg).__name__} from node {msg.src}, members are {sorted(known_nodes)}"
         )
+    _check_consistency(msg)
     return msg
 
 
@@ -324,6 +327,32 @@ def _check_ranges(obj: object, path: str) -> None:
     elif dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
             _check_ranges(getattr(obj, f.name), f"{path}.{f.name}")
+
+
+def _check_consistency(msg: Message) -> None:
+    """Raise ``MalformedMessageError`` for what no correct sender makes: a ballot that is not
+    the sender's own in the messages that speak for it (a PreVote, Prepare, Accept or
+    Heartbeat in another node's ballot is forged or garbled, and would be believed as that
+    node's), slots out of order, and a catch-up reply with slots beyond the commit it
+    reports (values it cannot know are chosen)."""
+    name = type(msg).__name__
+    if isinstance(msg, PreVote | Prepare | Accept | Heartbeat) and (
+        msg.ballot.node_id != msg.src or msg.ballot.round < 1
+    ):
+        raise MalformedMessageError(
+            f"{name} from node {msg.src} in ballot {msg.ballot}, which is not one of its own"
+        )
+    if isinstance(msg, Accept | CatchUpReply | Promise):
+        slots = [entry.slot for entry in msg.entries]
+        if slots and (slots[0] < 1 or any(b <= a for a, b in itertools.pairwise(slots))):
+            raise MalformedMessageError(f"{name} with entries for slots {slots}, not ascending")
+    if isinstance(msg, CatchUpReply) and (
+        (msg.entries and msg.entries[-1].slot > msg.commit) or msg.snapshot_slot > msg.commit
+    ):
+        raise MalformedMessageError(
+            f"{name} with slots up to {msg.entries[-1].slot if msg.entries else 0} and a"
+            f" snapshot of slot {msg.snapshot_slot} beyond its commit {msg.commit}"
+        )
 
 
 def _ballot(parent: PbMessage, field: str) -> Ballot:

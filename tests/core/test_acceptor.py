@@ -167,6 +167,8 @@ def test_an_accept_from_a_lower_ballot_for_a_slot_learned_by_catch_up_is_ignored
     It must be neither stored nor acknowledged (nor crash the node)."""
     node = make_node()
     step(node, prepare("2.1"))
+    step(node, Heartbeat(3, 2, ballot("3.3"), commit=1, read_seq=0))  # asks 3 to catch up
+    assert node.promised == ballot("2.1")
     step(node, CatchUpReply(3, 2, (SlotValue(1, value("x")),), 1, 0))
     assert node.log[1].chosen and node.log[1].value == value("x")
     ready = step(node, accept("2.1", (1, "y"), (2, "z")))

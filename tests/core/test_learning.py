@@ -101,6 +101,20 @@ def test_commit_does_not_vouch_for_a_value_from_another_ballot() -> None:
     assert node.log[1].chosen and node.log[1].value == value("b")
 
 
+def test_a_catch_up_reply_from_a_peer_not_asked_is_ignored() -> None:
+    """n2 asked the leader, n3; values "from" n1 (forged, or an answer to an earlier
+    request) are not believed chosen, nor is a snapshot it offers."""
+    node = make_node()
+    ready = step(node, Heartbeat(3, 2, ballot("2.3"), commit=1, read_seq=0))
+    assert sent(ready, CatchUpRequest) == [CatchUpRequest(2, 3, 1)]
+    ready = step(node, CatchUpReply(1, 2, (SlotValue(1, value("forged")),), 1, 0))
+    assert ready.chosen == () and ready.snapshot_request is None
+    ready = step(node, CatchUpReply(1, 2, (), 9, 9))
+    assert ready.snapshot_request is None and node.commit == 0
+    ready = step(node, CatchUpReply(3, 2, (SlotValue(1, value("b")),), 1, 0))
+    assert ready.chosen == (SlotValue(1, value("b")),)
+
+
 def test_catch_up_request_is_retried_until_answered() -> None:
     node = make_node(heartbeat_interval_ticks=2)
     ready = step(node, Heartbeat(1, 2, ballot("1.1"), commit=3, read_seq=0))

@@ -70,6 +70,21 @@ def tuples(elements: st.SearchStrategy[typing.Any]) -> st.SearchStrategy[tuple[t
     return st.lists(elements, max_size=5).map(tuple)
 
 
+def consistent(msg: Message) -> Message:
+    """``msg`` as a correct sender makes it (``codec._check_consistency``): its own ballot
+    in the messages that speak for it, entries in ascending slots from 1, a catch-up reply
+    with nothing beyond its commit."""
+    if isinstance(msg, PreVote | Prepare | Accept | Heartbeat):
+        msg = dataclasses.replace(msg, ballot=Ballot(max(1, msg.ballot.round), msg.src))
+    if isinstance(msg, Accept | CatchUpReply | Promise):
+        by_slot = {max(1, e.slot): dataclasses.replace(e, slot=max(1, e.slot)) for e in msg.entries}
+        msg = dataclasses.replace(msg, entries=tuple(by_slot[k] for k in sorted(by_slot)))
+    if isinstance(msg, CatchUpReply):
+        last = msg.entries[-1].slot if msg.entries else 0
+        msg = dataclasses.replace(msg, commit=max(msg.commit, last, msg.snapshot_slot))
+    return msg
+
+
 STRATEGIES: dict[type, st.SearchStrategy[typing.Any]] = {
     PreVote: st.builds(PreVote, nodes, nodes, ballots),
     PreVoteReply: st.builds(PreVoteReply, nodes, nodes, ballots, st.booleans(), ballots),
@@ -110,12 +125,15 @@ STRATEGIES: dict[type, st.SearchStrategy[typing.Any]] = {
     CatchUpRequest: st.builds(CatchUpRequest, nodes, nodes, ints),
     CatchUpReply: st.builds(CatchUpReply, nodes, nodes, tuples(slot_values), ints, ints),
 }
+STRATEGIES = {kind: strategy.map(consistent) for kind, strategy in STRATEGIES.items()}
 MESSAGE_TYPES = typing.get_args(Message)
 messages = st.one_of(*STRATEGIES.values())
 
 # Well-formed messages from a member, for the rejection tests.
 member_messages = st.builds(
-    lambda msg, src: dataclasses.replace(msg, src=src), messages, st.sampled_from(sorted(MEMBERS))
+    lambda msg, src: consistent(dataclasses.replace(msg, src=src)),
+    messages,
+    st.sampled_from(sorted(MEMBERS)),
 )
 
 
@@ -191,6 +209,49 @@ def test_other_protocol_version_is_rejected(msg: Message, version: int) -> None:
     else:
         with pytest.raises(ProtocolVersionError):
             codec.decode(env, CLUSTER, MEMBERS)
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        PreVote(1, 2, Ballot(5, 3)),
+        Prepare(1, 2, Ballot(5, 2), 1),
+        Accept(1, 2, Ballot(5, 3), (), 0),
+        Heartbeat(1, 2, Ballot(5, 3), 0, 0),
+        Accept(1, 2, Ballot(0, 1), (), 0),
+    ],
+    ids=["PreVote", "Prepare", "Accept", "Heartbeat", "round-0"],
+)
+def test_a_ballot_not_the_senders_own_is_malformed(msg: Message) -> None:
+    """Node 1 speaking in node 3's ballot would be believed as node 3, the leader: its
+    Accept stored and its commit point learned."""
+    with pytest.raises(MalformedMessageError, match="not one of its own"):
+        codec.decode(codec.encode(msg, CLUSTER), CLUSTER, MEMBERS)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [(4, 4), (5, 4), (0,)],
+    ids=["repeated", "descending", "slot-0"],
+)
+def test_entries_out_of_order_are_malformed(entries: tuple[int, ...]) -> None:
+    value = (Proposal(b"r", b"p"),)
+    msg = Accept(1, 2, Ballot(3, 1), tuple(SlotValue(s, value) for s in entries), 9)
+    with pytest.raises(MalformedMessageError, match="not ascending"):
+        codec.decode(codec.encode(msg, CLUSTER), CLUSTER, MEMBERS)
+
+
+@pytest.mark.parametrize(
+    ("entries", "snapshot_slot"), [((5, 6), 0), ((), 8)], ids=["entries", "snapshot"]
+)
+def test_a_catch_up_reply_beyond_its_commit_is_malformed(
+    entries: tuple[int, ...], snapshot_slot: int
+) -> None:
+    """A node sends only slots it knows are chosen: its commit bounds them."""
+    value = (Proposal(b"r", b"p"),)
+    msg = CatchUpReply(1, 2, tuple(SlotValue(s, value) for s in entries), 5, snapshot_slot)
+    with pytest.raises(MalformedMessageError, match="beyond its commit 5"):
+        codec.decode(codec.encode(msg, CLUSTER), CLUSTER, MEMBERS)
 
 
 def test_missing_protocol_version_is_malformed() -> None:
