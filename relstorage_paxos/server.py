@@ -160,9 +160,13 @@ class NodeServer:
                 {n: a for n, a in s.members.items() if n != s.node_id},
                 snapshot_source=self._snapshot_source,
                 max_message_bytes=s.max_message_bytes,
+                on_rejected=self._reject_message,
             )
             status_service = SequencerService(
-                self, record_bytes_max=s.max_record_bytes, status_only=True
+                self,
+                record_bytes_max=s.max_record_bytes,
+                status_only=True,
+                on_rejected=self._reject_request,
             )
             self.transport.add_service(lambda server: add_to_server(server, status_service))
             self.runtime = NodeRuntime(
@@ -202,7 +206,11 @@ class NodeServer:
         )
         add_to_server(
             server,
-            SequencerService(self, record_bytes_max=self.settings.max_record_bytes),
+            SequencerService(
+                self,
+                record_bytes_max=self.settings.max_record_bytes,
+                on_rejected=self._reject_request,
+            ),
         )
         self.socket_path.unlink(missing_ok=True)
         old_umask = os.umask(0o177)  # the socket is created 0600: local app processes only
@@ -314,6 +322,12 @@ class NodeServer:
         return self.transport.fetch_snapshot(peer, min_slot, dest, timeout_s=600.0)
 
     # ------------------------------------------------------------------ Sequencer backend
+
+    def _reject_message(self, reason: str) -> None:
+        self.runtime.metrics.reject_message(reason)
+
+    def _reject_request(self, reason: str) -> None:
+        self.runtime.metrics.reject_request(reason)
 
     def propose(self, request_id: bytes, record: bytes) -> Future[tuple[int, bytes]]:
         try:

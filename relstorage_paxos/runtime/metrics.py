@@ -1,8 +1,9 @@
 """A node's Prometheus metrics, in a registry of its own (several nodes may share a process
 in tests and in the embedded mode, so nothing goes into prometheus_client's global one).
 
-Owns: metric names and their meaning. Updated by the runtime's loop thread; read by the HTTP
-status endpoint's threads (prometheus_client's metrics are thread-safe).
+Owns: metric names and their meaning. Updated by the runtime's loop thread (the rejection
+counters by the gRPC handlers' threads); read by the HTTP status endpoint's threads
+(prometheus_client's metrics are thread-safe).
 """
 
 from __future__ import annotations
@@ -56,3 +57,23 @@ class NodeMetrics:
             "relstorage_paxos_lag_slots", "Slots known chosen but not yet applied here."
         )
         self.is_leader = gauge("relstorage_paxos_is_leader", "1 while this node leads.")
+        self._rejected_messages = Counter(
+            "relstorage_paxos_rejected_messages",
+            "Peer streams refused for a bad message, by the error's class (one per stream: "
+            "the first bad message ends it).",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        self._rejected_requests = Counter(
+            "relstorage_paxos_rejected_requests",
+            "Sequencer requests refused as invalid, by the gRPC status they were answered with.",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        self._node = labels["node"]
+
+    def reject_message(self, reason: str) -> None:
+        self._rejected_messages.labels(node=self._node, reason=reason).inc()
+
+    def reject_request(self, reason: str) -> None:
+        self._rejected_requests.labels(node=self._node, reason=reason).inc()

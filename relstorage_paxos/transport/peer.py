@@ -75,7 +75,10 @@ class PeerTransport:
         queue_bytes_max: int | None = None,
         batch_bytes_max: int = MIB,
         snapshot_chunk_bytes: int | None = None,
+        on_rejected: Callable[[str], None] = lambda reason: None,
     ) -> None:
+        """``on_rejected(reason)`` is called, on a gRPC worker thread, for each inbound stream
+        refused for a bad message, with the error's class name (the node counts them)."""
         if node_id in peers:
             raise ValueError(f"node {node_id} is listed among its own peers")
         if snapshot_chunk_bytes is None:
@@ -91,6 +94,7 @@ class PeerTransport:
         self._batch_bytes_max = min(batch_bytes_max, max_message_bytes)
         self._snapshot_chunk_bytes = snapshot_chunk_bytes
         self._limiter = LogLimiter()
+        self._on_rejected = on_rejected
         self._lock = threading.Lock()
         self._started = False
         self._closed = False
@@ -149,6 +153,7 @@ class PeerTransport:
                 snapshot_source=self._snapshot_source,
                 snapshot_chunk_bytes=self._snapshot_chunk_bytes,
                 limiter=self._limiter,
+                on_rejected=self._on_rejected,
             )
             self._server.add_generic_rpc_handlers((self._service.generic_handler(),))
             self._server.start()

@@ -75,7 +75,9 @@ class PeerService:
         snapshot_source: SnapshotSource | None,
         snapshot_chunk_bytes: int = CHUNK_BYTES,
         limiter: LogLimiter,
+        on_rejected: Callable[[str], None],
     ) -> None:
+        """``on_rejected(reason)`` counts each refused stream, by the error's class name."""
         assert node_id in known_nodes, (node_id, known_nodes)
         self._node_id = node_id
         self._cluster_id = cluster_id
@@ -84,6 +86,7 @@ class PeerService:
         self._snapshot_source = snapshot_source
         self._snapshot_chunk_bytes = snapshot_chunk_bytes
         self._limiter = limiter
+        self._on_rejected = on_rejected
         self._stopped = False
         self.received_messages = 0
         """Messages delivered (read without a lock: a statistic, not a contract)."""
@@ -184,6 +187,7 @@ class PeerService:
         return messages
 
     def _log_rejection(self, error: PeerMessageError, peer: str) -> None:
+        self._on_rejected(type(error).__name__)
         suppressed = self._limiter.allow(("rejected", type(error), _host(peer)))
         if suppressed is not None:
             logger.warning(

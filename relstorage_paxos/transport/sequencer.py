@@ -35,12 +35,14 @@ REQUEST_ID_BYTES_MAX: Final = 256
 DEFAULT_TIMEOUT_S: Final = 30.0
 MAX_TIMEOUT_S: Final = 600.0
 GRACE_S: Final = 2.0
+"""Client deadlines exceed the timeout the server is given by this much, so the server's
+DEADLINE_EXCEEDED (outcome unknown) arrives before gRPC's own."""
 ALLOCATE_OIDS_MAX: Final = 1 << 16
 """OIDs one AllocateOids call may ask for (applications ask for 100 at a time): a larger
 count would have the node reserve a block of the cluster's OID space out of all
 proportion, in one log record."""
-"""Client deadlines exceed the timeout the server is given by this much, so the server's
-DEADLINE_EXCEEDED (outcome unknown) arrives before gRPC's own."""
+
+T = TypeVar("T")
 
 _ROLES: Final = {
     "follower": sequencer_pb2.ROLE_FOLLOWER,
@@ -118,32 +120,61 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
     """The server half. ``status_only`` serves just ``Status`` (for the peer port, where
     other nodes' operators may ask, but no one may propose). A record over
     ``record_bytes_max`` (the node's ``max-record-bytes``) is refused with OUT_OF_RANGE, which
-    the client reads as ``RecordTooLargeError``."""
+    the client reads as ``RecordTooLargeError``. ``on_rejected(reason)`` counts each request
+    refused as invalid, by the status name it is answered with."""
 
     def __init__(
-        self, backend: SequencerBackend, *, record_bytes_max: int, status_only: bool = False
+        self,
+        backend: SequencerBackend,
+        *,
+        record_bytes_max: int,
+        status_only: bool = False,
+        on_rejected: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._backend = backend
         self._record_bytes_max = record_bytes_max
         self._status_only = status_only
+        self._on_rejected = on_rejected
+
+    def _reject(
+        self, context: grpc.ServicerContext, code: grpc.StatusCode, details: str
+    ) -> NoReturn:
+        self._on_rejected(code.name)
+        _abort(context, code, details)
 
     def _check(self, cluster_id: str, context: grpc.ServicerContext, write: bool) -> None:
         if write and self._status_only:
-            _abort(context, grpc.StatusCode.PERMISSION_DENIED, "only Status is served here")
+            self._reject(context, grpc.StatusCode.PERMISSION_DENIED, "only Status is served here")
         if cluster_id != self._backend.cluster_id:
-            _abort(
+            self._reject(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this node belongs to cluster {self._backend.cluster_id!r}, "
                 f"not {cluster_id!r}: check the address the client was given",
             )
 
+    def _wait(
+        self, future: Future[T], timeout_s: float, context: grpc.ServicerContext, late: str
+    ) -> T:
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, late)
+        except OutcomeUnknownError as exc:
+            _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        except RecordTooLargeError as exc:
+            self._reject(context, grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        except RequestRejectedError as exc:
+            self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except PaxosError as exc:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+
     def Propose(
         self, request: sequencer_pb2.ProposeRequest, context: grpc.ServicerContext
     ) -> sequencer_pb2.ProposeReply:
         self._check(request.cluster_id, context, write=True)
         if not 0 < len(request.request_id) <= REQUEST_ID_BYTES_MAX:
-            _abort(
+            self._reject(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"request_id must be 1-{REQUEST_ID_BYTES_MAX} bytes",
@@ -152,12 +183,12 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
             refused = RecordTooLargeError.of(
                 "a record", len(request.record), self._record_bytes_max
             )
-            _abort(context, grpc.StatusCode.OUT_OF_RANGE, str(refused))
+            self._reject(context, grpc.StatusCode.OUT_OF_RANGE, str(refused))
         try:
             future = self._backend.propose(request.request_id, request.record)
         except RequestRejectedError as exc:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        slot, outcome = _wait(
+            self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        slot, outcome = self._wait(
             future,
             _timeout(request.timeout_ms, context),
             context,
@@ -169,7 +200,7 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
         self, request: sequencer_pb2.ReadIndexRequest, context: grpc.ServicerContext
     ) -> sequencer_pb2.ReadIndexReply:
         self._check(request.cluster_id, context, write=True)
-        slot = _wait(
+        slot = self._wait(
             self._backend.read_index(),
             _timeout(0, context),
             context,
@@ -189,7 +220,7 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
     ) -> sequencer_pb2.AllocateOidsReply:
         self._check(request.cluster_id, context, write=True)
         if not 0 < request.count <= ALLOCATE_OIDS_MAX:
-            _abort(
+            self._reject(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"count must be 1-{ALLOCATE_OIDS_MAX}, not {request.count}",
@@ -231,24 +262,6 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
             if peer.last_heard_ms_ago is not None:
                 status.last_heard_ms_ago = peer.last_heard_ms_ago
         return reply
-
-
-T = TypeVar("T")
-
-
-def _wait(future: Future[T], timeout_s: float, context: grpc.ServicerContext, late: str) -> T:
-    try:
-        return future.result(timeout=timeout_s)
-    except FutureTimeout:
-        _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, late)
-    except OutcomeUnknownError as exc:
-        _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-    except RecordTooLargeError as exc:
-        _abort(context, grpc.StatusCode.OUT_OF_RANGE, str(exc))
-    except RequestRejectedError as exc:
-        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except PaxosError as exc:
-        _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:

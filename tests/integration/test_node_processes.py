@@ -15,9 +15,14 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import pytest
 
-from relstorage_paxos.errors import PaxosError
+from relstorage_paxos.errors import PaxosError, RequestRejectedError
 from relstorage_paxos.replica import Replica
+from relstorage_paxos.transport import codec
+from relstorage_paxos.transport.channels import STREAM_METHOD
+from relstorage_paxos.transport.peer_client import frame_batch
+from relstorage_paxos.transport.sequencer import SequencerClient
 from tests.integration.processes import (
     CLI,
     NodeProcess,
@@ -26,6 +31,7 @@ from tests.integration.processes import (
     running_cluster,
     wait_for,
 )
+from tests.transport.clusters import heartbeat
 
 WRITE_RESUME_BOUND_S = 30.0
 """Liveness bound after a kill (not a performance figure: elections take well under 1 s)."""
@@ -181,8 +187,6 @@ def test_garbage_on_every_port_leaves_nodes_serving(tmp_path: Path) -> None:
             with contextlib.suppress(grpc.RpcError):
                 stream(iter([b"\x01\x02garbage", b"\xff" * 100]), timeout=5)
         # Wrong cluster on the Sequencer: refused by name.
-        from relstorage_paxos.transport.sequencer import SequencerClient
-
         other = SequencerClient(sock, "another-cluster")
         try:
             other.status()
@@ -229,6 +233,29 @@ def test_http_status_and_metrics(tmp_path: Path) -> None:
             metrics = reply.read().decode()
         assert 'relstorage_paxos_is_leader{node="1"} 1.0' in metrics
         assert "relstorage_paxos_apply_seconds_bucket" in metrics
+        assert "relstorage_paxos_rejected_messages_total{" not in metrics
+        # A stream from another cluster and a malformed proposal are counted by reason.
+        other_cluster = codec.encode(heartbeat(2, 1, 0), "another-cluster").SerializeToString()
+        with grpc.insecure_channel(node.address) as channel:
+            stream = channel.stream_unary(STREAM_METHOD, request_serializer=lambda b: b)
+            with pytest.raises(grpc.RpcError, match="WrongClusterError"):
+                stream(iter([frame_batch([other_cluster])]), timeout=5)
+        client = SequencerClient(f"unix:{node.data_dir / 'sequencer.sock'}", node.cluster_id)
+        try:
+            with pytest.raises(RequestRejectedError, match="malformed record"):
+                client.propose(b"malformed", b"\xff\xfe", timeout_s=5)
+        finally:
+            client.close()
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
+            metrics = reply.read().decode()
+        assert (
+            'relstorage_paxos_rejected_messages_total{node="1",reason="WrongClusterError"} 1.0'
+            in metrics
+        )
+        assert (
+            'relstorage_paxos_rejected_requests_total{node="1",reason="INVALID_ARGUMENT"} 1.0'
+            in metrics
+        )
 
 
 def test_a_node_cut_off_from_the_majority_says_so(tmp_path: Path) -> None:

@@ -32,8 +32,14 @@ class Node:
 
     def __init__(self, **options: int) -> None:
         self.received: list[Message] = []
+        self.rejected: list[str] = []
         self.transport = PeerTransport(
-            1, CLUSTER_ID, "127.0.0.1:0", {2: "127.0.0.1:1", 3: "127.0.0.1:1"}, **options
+            1,
+            CLUSTER_ID,
+            "127.0.0.1:0",
+            {2: "127.0.0.1:1", 3: "127.0.0.1:1"},
+            on_rejected=self.rejected.append,
+            **options,
         )
         self.transport.start(self.received.append)
         self.address = f"127.0.0.1:{self.transport.port}"
@@ -156,6 +162,9 @@ def test_a_bad_batch_rejects_the_call_with_one_log_line(
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert "node 1" in lines[0].getMessage()
     assert reason in lines[0].getMessage()
+    # Counted once, by the error's class (the status details name it).
+    assert len(node.rejected) == 1, node.rejected
+    assert f"{node.rejected[0]}: " in excinfo.value.details()
     node.still_delivers()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from relstorage_paxos.errors import OutcomeUnknownError, RequestRejectedError
+from relstorage_paxos.errors import OutcomeUnknownError, RecordTooLargeError, RequestRejectedError
 from relstorage_paxos.transport.sequencer import SequencerClient, SequencerService, add_to_server
 
 
@@ -43,9 +43,20 @@ class SilentNode:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[SequencerClient]:
+def rejected() -> list[str]:
+    """The reasons the service counted requests as rejected for."""
+    return []
+
+
+@pytest.fixture
+def client(tmp_path: Path, rejected: list[str]) -> Iterator[SequencerClient]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    add_to_server(server, SequencerService(SilentNode(), record_bytes_max=1 << 20))  # type: ignore[arg-type]
+    service = SequencerService(
+        SilentNode(),  # type: ignore[arg-type]
+        record_bytes_max=1 << 20,
+        on_rejected=rejected.append,
+    )
+    add_to_server(server, service)
     target = f"unix:{tmp_path / 'sequencer.sock'}"
     server.add_insecure_port(target)
     server.start()
@@ -58,10 +69,11 @@ def client(tmp_path: Path) -> Iterator[SequencerClient]:
 
 
 def test_a_read_barrier_ends_with_the_nodes_reason_within_the_callers_timeout(
-    client: SequencerClient,
+    client: SequencerClient, rejected: list[str]
 ) -> None:
     with pytest.raises(OutcomeUnknownError, match="no read barrier in time"):
         client.read_index(timeout_s=0.3)
+    assert rejected == []  # a request the node could not answer is not an invalid one
 
 
 def test_a_proposal_ends_with_the_nodes_reason_within_the_callers_timeout(
@@ -71,11 +83,25 @@ def test_a_proposal_ends_with_the_nodes_reason_within_the_callers_timeout(
         client.propose(b"request", b"record", timeout_s=0.3)
 
 
-def test_a_malformed_record_is_refused_with_its_reason(client: SequencerClient) -> None:
+def test_a_malformed_record_is_refused_with_its_reason(
+    client: SequencerClient, rejected: list[str]
+) -> None:
     with pytest.raises(RequestRejectedError, match=r"malformed record: no body.*INVALID_ARGUMENT"):
         client.propose(b"request", b"malformed", timeout_s=5.0)
+    assert rejected == ["INVALID_ARGUMENT"]
 
 
-def test_an_oversized_oid_request_is_refused_with_its_reason(client: SequencerClient) -> None:
+def test_an_oversized_oid_request_is_refused_with_its_reason(
+    client: SequencerClient, rejected: list[str]
+) -> None:
     with pytest.raises(RequestRejectedError, match=r"count must be 1-65536.*INVALID_ARGUMENT"):
         client.allocate_oids(2**32 - 1, timeout_s=5.0)
+    assert rejected == ["INVALID_ARGUMENT"]
+
+
+def test_an_oversized_record_is_refused_and_counted(
+    client: SequencerClient, rejected: list[str]
+) -> None:
+    with pytest.raises(RecordTooLargeError):
+        client.propose(b"request", b"x" * ((1 << 20) + 1), timeout_s=5.0)
+    assert rejected == ["OUT_OF_RANGE"]
