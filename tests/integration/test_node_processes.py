@@ -171,7 +171,6 @@ def test_garbage_on_every_port_leaves_nodes_serving(tmp_path: Path) -> None:
                     call(b"\xff\xfe garbage \x00", timeout=5)
                 except grpc.RpcError as exc:
                     assert exc.code() in (
-                        grpc.StatusCode.INTERNAL,
                         grpc.StatusCode.INVALID_ARGUMENT,
                         grpc.StatusCode.FAILED_PRECONDITION,
                         grpc.StatusCode.UNIMPLEMENTED,

@@ -105,3 +105,20 @@ def test_an_oversized_record_is_refused_and_counted(
     with pytest.raises(RecordTooLargeError):
         client.propose(b"request", b"x" * ((1 << 20) + 1), timeout_s=5.0)
     assert rejected == ["OUT_OF_RANGE"]
+
+
+@pytest.mark.parametrize("method", ["Propose", "AllocateOids", "Status"])
+def test_unparseable_bytes_are_refused_by_the_service_not_by_grpc(
+    tmp_path: Path, client: SequencerClient, rejected: list[str], method: str
+) -> None:
+    with grpc.insecure_channel(f"unix:{tmp_path / 'sequencer.sock'}") as channel:
+        call = channel.unary_unary(
+            f"/relstorage_paxos.sequencer.Sequencer/{method}",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as excinfo:
+            call(b"\xff\xfe garbage \x00", timeout=5)
+    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unparseable" in (excinfo.value.details() or "")
+    assert rejected == ["INVALID_ARGUMENT"]
