@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.sim.checkers import SimulationFailure
-from tests.sim.cluster import HARSH, SMALL_MESSAGES, SimConfig, Simulation
+from tests.sim.cluster import GARBLE_RATE, HARSH, SMALL_MESSAGES, SimConfig, Simulation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--leases", action="store_true", help="read leases, with drifting and jumping clocks"
     )
+    parser.add_argument(
+        "--garble", action="store_true", help="garbled copies of messages reach the receivers"
+    )
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     events = deliveries = 0
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 fault_ticks=args.fault_ticks,
                 options=dict(SMALL_MESSAGES) if args.small_messages else {},
                 leases=args.leases,
+                garble_rate=GARBLE_RATE if args.garble else 0.0,
                 **extra,
             )
         )

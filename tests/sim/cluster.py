@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from relstorage_paxos.core import (
     Message,
     Node,
@@ -28,11 +30,21 @@ from relstorage_paxos.core import (
     Ready,
     SlotValue,
 )
+from relstorage_paxos.errors import PeerMessageError
 from relstorage_paxos.log.store import MemoryLogStore
+from relstorage_paxos.pb import peer_pb2 as pb
+from relstorage_paxos.transport import codec
+from tests.fuzz.mutations import mutate
 from tests.sim.checkers import Checker, SimulationFailure
 
 TICK_US = 10_000
 """Virtual microseconds per core tick."""
+
+SIM_CLUSTER_ID = "sim"
+"""The cluster id garbled copies are encoded and checked with."""
+
+GARBLE_RATE = 0.05
+"""``SimConfig(garble_rate=...)`` of the malformed-message runs (``scripts/sim.py --garble``)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +86,19 @@ class SimConfig:
     clock_jump_rate: float = 0.002
     """With leases: chance per tick that the nemesis jumps a node's clock forward."""
     clock_jump_ticks: tuple[int, int] = (1, 30)
+    garble_rate: float = 0.0
+    """Share of messages of which a copy garbled on the wire (its bytes mutated) also reaches
+    the receiver, through the checks a node's peer port makes (``Network.deliver_garbled``):
+    byzantine-free but malformed traffic."""
 
     def reproducer(self) -> str:
         harsh = " --harsh" if self.crash_rate == HARSH["crash_rate"] else ""
         small = " --small-messages" if self.options == SMALL_MESSAGES else ""
         leases = " --leases" if self.leases else ""
-        return f"scripts/sim.py --seed {self.seed} --nodes {self.nodes}{harsh}{small}{leases}"
+        garble = " --garble" if self.garble_rate else ""
+        return (
+            f"scripts/sim.py --seed {self.seed} --nodes {self.nodes}{harsh}{small}{leases}{garble}"
+        )
 
     def node_options(self) -> dict[str, int]:
         return {**LEASES, **self.options} if self.leases else dict(self.options)
@@ -302,8 +321,8 @@ class SimNode:
 
 
 class Network:
-    """Seeded delivery: drops, duplicates, random delays (hence reordering), and per-link
-    cuts for partitions (one-way cuts are links cut in one direction only)."""
+    """Seeded delivery: drops, duplicates, random delays (hence reordering), per-link cuts
+    for partitions (one-way cuts are links cut in one direction only), and garbled copies."""
 
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
@@ -311,6 +330,11 @@ class Network:
         self.faulty = True
         self.sent = 0
         self.delivered = 0
+        self.garbled: Counter[str] = Counter()
+        """Garbled copies by fate: ``refused`` by the checks, ``delivered`` (they decoded to
+        the message itself: a duplicate), ``withheld`` (they decoded to another message that
+        passes every check: a forgery only authentication could refuse)."""
+        self.members = frozenset(range(1, sim.config.nodes + 1))
 
     def send(self, m: Message) -> None:
         sim, cfg = self.sim, self.sim.config
@@ -326,6 +350,26 @@ class Network:
             else:
                 delay = sim.rng.randint(cfg.delay_min_us, cfg.delay_max_us)
             sim.schedule(delay, self.deliver, m)
+        # Only with garbling on: an extra draw would change every other run's schedule.
+        if cfg.garble_rate and self.faulty and sim.rng.random() < cfg.garble_rate:
+            wire = codec.encode(m, SIM_CLUSTER_ID).SerializeToString()
+            delay = sim.rng.randint(cfg.delay_min_us, cfg.delay_max_us)
+            sim.schedule(delay, self.deliver_garbled, m, mutate(wire, sim.rng))
+
+    def deliver_garbled(self, m: Message, data: bytes) -> None:
+        """What a node's peer port makes of ``data``, a garbled envelope of ``m``."""
+        try:
+            decoded = codec.decode(pb.Envelope.FromString(data), SIM_CLUSTER_ID, self.members)
+        except (DecodeError, PeerMessageError):
+            self.garbled["refused"] += 1
+            return
+        if decoded.dst != m.dst or decoded.src == m.dst:
+            self.garbled["refused"] += 1
+        elif decoded == m:
+            self.garbled["delivered"] += 1
+            self.deliver(m)
+        else:
+            self.garbled["withheld"] += 1
 
     def deliver(self, m: Message) -> None:
         target = self.sim.nodes[m.dst]
