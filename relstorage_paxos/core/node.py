@@ -937,7 +937,16 @@ class Node:
             return
         existing = self.log.get(slot)
         if existing is not None and existing.chosen:
-            assert existing.value == value, (slot, existing.value, value)
+            if existing.value != value:
+                # Agreement says no honest node reports another value for a chosen slot: the
+                # message that carried it is forged or corrupt. Logged and ignored rather than
+                # asserted, so that bytes from the network cannot stop the node.
+                logger.error(
+                    "node %d ignores a value for slot %d other than the one chosen there "
+                    "(a forged or corrupt message?)",
+                    self.id,
+                    slot,
+                )
             return
         lead = self._lead
         if (

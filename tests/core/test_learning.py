@@ -115,6 +115,22 @@ def test_a_catch_up_reply_from_a_peer_not_asked_is_ignored() -> None:
     assert ready.chosen == (SlotValue(1, value("b")),)
 
 
+def test_another_value_for_a_chosen_slot_is_ignored_not_asserted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No honest node reports it (agreement), so such a message is forged or corrupt: the
+    node logs it and goes on, instead of stopping at an assertion."""
+    node = make_node()
+    step(node, Heartbeat(3, 2, ballot("2.3"), commit=2, read_seq=0))
+    ready = step(node, CatchUpReply(3, 2, (SlotValue(1, value("b")),), 2, 0))
+    assert ready.chosen == (SlotValue(1, value("b")),)
+    forged = (SlotValue(1, value("forged")), SlotValue(2, value("c")))
+    ready = step(node, CatchUpReply(3, 2, forged, 2, 0))
+    assert ready.chosen == (SlotValue(2, value("c")),)
+    assert node.log[1].value == value("b")
+    assert "other than the one chosen there" in caplog.text
+
+
 def test_catch_up_request_is_retried_until_answered() -> None:
     node = make_node(heartbeat_interval_ticks=2)
     ready = step(node, Heartbeat(1, 2, ballot("1.1"), commit=3, read_seq=0))
