@@ -127,6 +127,8 @@ class Result:
         """What went wrong, for an assertion message: the verdict, the failed tests, and
         the tail of the output."""
         lines = [self.summary(), *self.problems]
+        if self.returncode != 0:
+            lines.append(f"the test runner exited with {self.returncode}")
         if self.tests < self.suite.min_tests:
             lines.append(f"only {self.tests} tests ran; the floor is {self.suite.min_tests}")
         if self.passed < self.suite.min_passed:
@@ -137,6 +139,7 @@ class Result:
     def ok(self) -> bool:
         return (
             not self.timed_out
+            and self.returncode == 0
             and self.failures == 0
             and self.errors == 0
             and not self.problems

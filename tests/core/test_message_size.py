@@ -221,6 +221,12 @@ def test_promise_parts_are_traced_with_their_slots() -> None:
     c = elected()
     chosen_on_one_follower_only(c)
     c.tick_until_campaign(2)
+    while c.pending(lambda m: not isinstance(m, Promise)):
+        c.deliver(lambda m: not isinstance(m, Promise))
+    parts = c.pending_of(Promise, src=3, dst=2)
+    assert len(parts) == 3, parts
+    for m in parts:
+        assert_within_budget(m)
     c.deliver()
     promises = [line for line in c.trace if line.startswith("3->2 Promise")]
     assert [line.rsplit(" ", 1)[-1] for line in promises] == [
@@ -228,6 +234,4 @@ def test_promise_parts_are_traced_with_their_slots() -> None:
         "part=2..2",
         "part=3..",
     ], promises
-    for m in c.pending_of(Promise):
-        assert_within_budget(m)
     assert c.applied(2) == ["[p1]", "[p2]", "[p3]"]

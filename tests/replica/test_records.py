@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -143,9 +147,36 @@ def test_outcome_round_trips(outcome: RecordedOutcome) -> None:
     assert decode_outcome(encode_outcome(outcome)) == outcome
 
 
-def test_encoding_is_deterministic() -> None:
-    record = Record(b"r", LockObjects(b"t", 1, (3, 1, 2), (5,), 7))
-    assert encode_record(record) == encode_record(Record(b"r", record.body))
+ENCODE_SAMPLES = """
+from relstorage_paxos.replica import (
+    CommitTxn, ExpireNodes, LockObjects, ObjectWrite, Record, encode_record, encode_outcome,
+    Committed, Conflict,
+)
+records = [
+    Record(b"r", LockObjects(b"t", 1, (3, 1, 2), (5,), 7)),
+    Record(b"c", CommitTxn(b"t", 5, b"user", b"desc", b"ext", (ObjectWrite(3, 0, b"s"),))),
+    Record(b"e", ExpireNodes((2, 3))),
+]
+outcomes = [Committed(0x03C5A1B2C3D4E5F6, (b"a", b"b")), Conflict("oid 3 changed")]
+print("|".join([*(encode_record(r).hex() for r in records),
+                *(encode_outcome(o).hex() for o in outcomes)]))
+"""
+
+
+def test_encoding_is_the_same_in_every_process() -> None:
+    """Apply is deterministic only if every node encodes alike: processes with different
+    hash seeds (set and dict order) must produce the same bytes."""
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", ENCODE_SAMPLES],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(runs) == 1, runs
 
 
 @pytest.mark.parametrize(
