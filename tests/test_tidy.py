@@ -138,8 +138,7 @@ def test_core_imports_nothing_with_effects(path: Path) -> None:
 def test_core_calls_no_clock_or_global_random(path: Path) -> None:
     tree = ast.parse(path.read_text(), str(path))
     assert not clock_and_random_calls(tree), (
-        f"{path.name} calls {clock_and_random_calls(tree)}; take a clock or random.Random "
-        "argument"
+        f"{path.name} calls {clock_and_random_calls(tree)}; take a clock or random.Random argument"
     )
 
 
