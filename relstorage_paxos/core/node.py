@@ -569,7 +569,7 @@ class Node:
         # Every entry above is reported, accepted or chosen, so the leader sees every value
         # that may have been chosen there (the promise quorum meets every accept quorum).
         entries = [self.log[s] for s in sorted(self.log) if s >= from_slot and s > self.commit]
-        runs = split_by_size(entries, lambda e: entry_size(e.value), self.options.message_bytes_max * 3)
+        runs = split_by_size(entries, lambda e: entry_size(e.value), self.options.message_bytes_max)
         prior = self._prior
         if len(runs) <= 1:
             return (

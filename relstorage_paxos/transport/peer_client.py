@@ -43,6 +43,15 @@ _HEALTHY_CALL_S: Final = 2.0
 """A call that lasted this long before it failed was healthy; the next one starts at once."""
 
 
+def retry_delay(previous_s: float, healthy: bool) -> float:
+    """The pause before the next call after one that failed: none after a call that ran
+    for a while (a peer that restarted), else doubling from ``RETRY_DELAY_MIN_S`` up to
+    ``RETRY_DELAY_MAX_S`` (a peer that rejects every stream is not hammered)."""
+    if healthy:
+        return 0.0
+    return min(RETRY_DELAY_MAX_S, max(RETRY_DELAY_MIN_S, 2 * previous_s))
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
@@ -274,10 +283,7 @@ class PeerSender:
             if error is None or self._closing.is_set():
                 delay_s = 0.0
                 continue
-            healthy = time.monotonic() - started_s >= _HEALTHY_CALL_S
-            delay_s = (
-                0.0 if healthy else min(RETRY_DELAY_MAX_S, max(RETRY_DELAY_MIN_S, 2 * delay_s))
-            )
+            delay_s = retry_delay(delay_s, time.monotonic() - started_s >= _HEALTHY_CALL_S)
             self._log_call_end(error)
 
     def _one_call(self) -> grpc.RpcError | None:

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -128,14 +127,12 @@ def test_kill_leader_then_follower_loses_nothing_acknowledged(tmp_path: Path) ->
                     else next(n for n in cluster.running() if n is not leader)
                 )
                 before = len(acked)
-                killed_at = time.monotonic()
                 victim.kill()
                 wait_for(
                     f"writes after killing the {victim_kind}",
                     lambda before=before: len(acked) > before + 10,
                     WRITE_RESUME_BOUND_S,
                 )
-                assert time.monotonic() - killed_at < WRITE_RESUME_BOUND_S
                 victim.start()
                 wait_for(f"node {victim.node_id} back", lambda v=victim: v.status(), 30)
         finally:

@@ -19,9 +19,9 @@ import pytest
 from relstorage_paxos.core.messages import Forward, Heartbeat, Message, Proposal
 from relstorage_paxos.pb import peer_pb2 as pb
 from relstorage_paxos.transport import codec
-from relstorage_paxos.transport.channels import STREAM_METHOD
+from relstorage_paxos.transport.channels import STREAM_METHOD, client_options
 from relstorage_paxos.transport.peer import PeerTransport
-from relstorage_paxos.transport.peer_client import frame_batch
+from relstorage_paxos.transport.peer_client import frame_batch, retry_delay
 from tests.transport.clusters import CLUSTER_ID, GrpcCluster, heartbeat, wait_until
 
 KIB = 1024
@@ -312,7 +312,9 @@ def test_queued_messages_go_out_in_few_batches() -> None:
         cluster.close()
 
 
-def test_a_restarted_peer_carries_traffic_again_within_a_second() -> None:
+def test_a_restarted_peer_carries_traffic_again() -> None:
+    """How fast is the benchmarks' business; the short reconnect backoff that makes it fast
+    is checked in ``test_peers_reconnect_with_a_short_backoff``."""
     cluster = GrpcCluster((1, 2))
     try:
         sender = cluster.transport(1)
@@ -327,8 +329,7 @@ def test_a_restarted_peer_carries_traffic_again_within_a_second() -> None:
                 sender.send([heartbeat(1, 2, seq)])
                 return any(seq_of(m) == seq for m in cluster.received[2])
 
-            elapsed_s = wait_until(None, arrived, timeout_s=2.0)
-            assert elapsed_s < 1.0, elapsed_s
+            wait_until(None, arrived, timeout_s=10.0)
     finally:
         cluster.close()
 
@@ -411,7 +412,7 @@ class StallingProxy:
                     s.shutdown(socket.SHUT_RDWR)
 
 
-def test_a_healed_partition_carries_traffic_again_within_a_second() -> None:
+def test_a_healed_partition_carries_traffic_again_on_a_new_stream() -> None:
     cluster = GrpcCluster((1, 2))
     proxy = StallingProxy(cluster.ports[2])
     sender = cluster.transport(1)
@@ -437,10 +438,9 @@ def test_a_healed_partition_carries_traffic_again_within_a_second() -> None:
             time.sleep(0.05)
         proxy.heal()
         seq = 20_000
-        elapsed_s = wait_until(None, next_arrives, timeout_s=5.0)
+        wait_until(None, next_arrives, timeout_s=10.0)
         # Keepalive ended the stalled stream and the sender opened another one.
         assert sender.stats()[2].streams_started >= 2, sender.stats()
-        assert elapsed_s < 1.5, elapsed_s  # measured ~5 ms here; gRPC's defaults take 1-15 s
     finally:
         cluster.close()
         proxy.close()
@@ -465,7 +465,7 @@ def test_close_leaves_no_threads_behind() -> None:
         raise AssertionError(f"threads left: {ours()}") from None
 
 
-def test_a_misconfigured_peer_is_refused_and_retried_slowly(
+def test_a_misconfigured_peer_is_refused_retried_and_logged_once_on_each_side(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Node 2 belongs to another cluster: it rejects node 1's stream, which node 1 reopens
@@ -476,12 +476,12 @@ def test_a_misconfigured_peer_is_refused_and_retried_slowly(
     caplog.set_level(logging.INFO)
     node1.start(lambda m: None)
     try:
-        started = time.monotonic()
-        while time.monotonic() - started < 1.0:
+
+        def retried() -> bool:
             node1.send([heartbeat(1, 2, 1)])
-            time.sleep(0.01)
-        attempts = node1.stats()[2].streams_started
-        assert 2 <= attempts <= 10, attempts  # ~100 without backoff
+            return node1.stats()[2].streams_started >= 4
+
+        wait_until(None, retried, timeout_s=10.0)
     finally:
         node1.close()
         node2.close()
@@ -489,3 +489,19 @@ def test_a_misconfigured_peer_is_refused_and_retried_slowly(
     assert len(warnings) == 2, warnings
     assert any("node 2: rejected stream" in w and "WrongClusterError" in w for w in warnings)
     assert any("node 1: stream to node 2" in w and "FAILED_PRECONDITION" in w for w in warnings)
+
+
+def test_a_stream_refused_at_once_is_retried_after_growing_pauses() -> None:
+    delays = [0.0]
+    for _ in range(7):
+        delays.append(retry_delay(delays[-1], healthy=False))
+    assert delays == [0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert retry_delay(1.0, healthy=True) == 0.0
+
+
+def test_peers_reconnect_with_a_short_backoff() -> None:
+    """gRPC's defaults (1 s growing toward 120 s, dead connections noticed by the kernel)
+    would leave a restarted or healed peer without messages for seconds."""
+    options = dict(client_options(1 << 20))
+    assert options["grpc.max_reconnect_backoff_ms"] <= 1000, options
+    assert options["grpc.keepalive_time_ms"] + options["grpc.keepalive_timeout_ms"] <= 3000
