@@ -13,13 +13,15 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import apsw
 import grpc
 import pytest
 
 from relstorage_paxos.errors import PaxosError, RequestRejectedError
+from relstorage_paxos.pb import peer_pb2, sequencer_pb2, sequencer_pb2_grpc
 from relstorage_paxos.replica import Replica
 from relstorage_paxos.transport import codec
-from relstorage_paxos.transport.channels import STREAM_METHOD
+from relstorage_paxos.transport.channels import FETCH_SNAPSHOT_METHOD, STREAM_METHOD
 from relstorage_paxos.transport.peer_client import frame_batch
 from relstorage_paxos.transport.sequencer import SequencerClient
 from tests.integration.processes import (
@@ -147,6 +149,71 @@ def test_kill_leader_then_follower_loses_nothing_acknowledged(tmp_path: Path) ->
         with Replica.open(node.data_dir / "replica.sqlite3") as replica:
             lost = [rid for rid in acked if replica.outcome(rid) is None]
             assert not lost, (node.node_id, lost[:5], len(acked))
+
+
+def test_status_reports_a_diverged_replica(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 3) as cluster:
+        propose_until_acked(cluster.nodes[1], b"before")
+        cluster.wait_converged()
+        damaged = cluster.nodes[3]
+        assert damaged.stop() == 0
+        replica = apsw.Connection(str(damaged.data_dir / "replica.sqlite3"))
+        try:
+            replica.execute("UPDATE paxos_meta SET running_hash = zeroblob(32)")
+        finally:
+            replica.close()
+        damaged.start()
+        propose_until_acked(cluster.nodes[1], b"after")
+
+        def same_slot() -> bool:
+            views = [n.status() for n in cluster.nodes.values()]
+            return len({(v.applied_slot, v.chosen_slot) for v in views}) == 1
+
+        wait_for("every node at the same slot", same_slot, 30)
+        status = subprocess.run(
+            [*CLI, "status", "--data-dir", str(cluster.nodes[1].data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "REPLICAS DIVERGED" in status.stdout, status.stdout
+
+
+def test_the_peer_port_serves_status_only_and_snapshots_only_to_members(
+    tmp_path: Path,
+) -> None:
+    with running_cluster(tmp_path, 1) as cluster:
+        node = cluster.nodes[1]
+        with grpc.insecure_channel(node.address) as channel:
+            stub = sequencer_pb2_grpc.SequencerStub(channel)
+            for call, request in (
+                (stub.Propose, sequencer_pb2.ProposeRequest(cluster_id="test", request_id=b"r")),
+                (stub.AllocateOids, sequencer_pb2.AllocateOidsRequest(cluster_id="test", count=1)),
+                (stub.ReadIndex, sequencer_pb2.ReadIndexRequest(cluster_id="test")),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call(request, timeout=5)
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "only Status" in (refused.value.details() or "")
+            assert stub.Status(sequencer_pb2.StatusRequest(), timeout=5).node_id == 1
+            fetch = channel.unary_stream(
+                FETCH_SNAPSHOT_METHOD,
+                request_serializer=peer_pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=peer_pb2.SnapshotChunk.FromString,
+            )
+            for request, code in (
+                (
+                    peer_pb2.SnapshotRequest(cluster_id="other", requester_id=1, min_slot=1),
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ),
+                (
+                    peer_pb2.SnapshotRequest(cluster_id="test", requester_id=9, min_slot=1),
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    list(fetch(request, timeout=5))
+                assert refused.value.code() == code, refused.value
 
 
 def test_garbage_on_every_port_leaves_nodes_serving(tmp_path: Path) -> None:
