@@ -74,6 +74,11 @@ class ReplicaFormatError(ReplicaError):
     not know."""
 
 
+class ReplicaBehindLogError(ReplicaError):
+    """The replica has applied fewer slots than the log still holds (an old copy of the file
+    restored, or the file lost), and no peer sent a snapshot to replace it."""
+
+
 class StaleSnapshot(ReplicaError):
     """A snapshot would move the replica back to an earlier slot than it has applied."""
 

@@ -26,7 +26,7 @@ import queue
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,9 @@ from relstorage_paxos.errors import (
     NodeUnavailableError,
     NoQuorumError,
     OutcomeUnknownError,
+    PaxosError,
     RecordTooLargeError,
+    ReplicaBehindLogError,
 )
 from relstorage_paxos.lease_board import LeaseBoardWriter
 from relstorage_paxos.log.store import LogStore
@@ -138,14 +140,12 @@ class NodeRuntime:
         self._clock = clock
         self._snapshot_dir = snapshot_dir
         self._fetch_snapshot = fetch_snapshot
+        self.metrics = NodeMetrics(self.node_id)
         state = log_store.load()
-        applied = replica.applied_slot
-        if applied < state.truncated:
-            raise AssertionError(
-                f"replica at slot {applied} is behind the log's truncation point "
-                f"{state.truncated}: the log cannot replay it"
-            )
-        self._core = Node(node_options, random.Random(seed), state, applied)
+        if replica.applied_slot < state.truncated:
+            peers = sorted(node_options.members - {self.node_id})
+            self._replica = self._rebuild_from_peer(state.truncated, peers)
+        self._core = Node(node_options, random.Random(seed), state, self._replica.applied_slot)
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._proposals: dict[bytes, _Waiting] = {}
         self._lock_waiters: dict[bytes, list[Future[Applied]]] = {}
@@ -174,7 +174,6 @@ class NodeRuntime:
             target=self._run, name=f"paxos-node-{self.node_id}", daemon=True
         )
         self._failure: BaseException | None = None
-        self.metrics = NodeMetrics(self.node_id)
         self.last_heard: dict[int, float] = {}
         """Peer id -> clock time of the last message received from it (written by the
         transport's threads; one dict store is atomic)."""
@@ -540,6 +539,39 @@ class NodeRuntime:
             self._inbox.put(lambda: self._install_snapshot(dest, slot))
 
         threading.Thread(target=work, name=f"snapshot-fetch-{self.node_id}", daemon=True).start()
+
+    def _rebuild_from_peer(self, truncated: int, peers: Sequence[int]) -> Replica:
+        """Replace a replica the log cannot replay (behind its truncation point: an old copy
+        of the file restored, or the file lost and recreated empty) by the first peer's
+        snapshot that covers the truncation point, before the node starts."""
+        replica = self._replica
+        problem = (
+            f"node {self.node_id}: replica {replica.path} at slot {replica.applied_slot} is "
+            f"behind the log's truncation point {truncated}: the log cannot replay it"
+        )
+        fetch = self._fetch_snapshot
+        failures: list[str] = []
+        for peer in peers:
+            if fetch is None:
+                break
+            dest = self._snapshot_dir / f"incoming-{peer}.sqlite3"
+            try:
+                slot = fetch(peer, truncated, dest)
+            except PaxosError as exc:
+                failures.append(str(exc))
+                continue
+            logger.warning("%s; replacing it by node %d's snapshot of slot %d", problem, peer, slot)
+            path, keep_history = replica.path, replica.keep_history
+            replica.close()
+            rebuilt = Replica.install_snapshot(dest, path, keep_history)
+            dest.unlink(missing_ok=True)
+            self.metrics.snapshots_installed.inc()
+            return rebuilt
+        raise ReplicaBehindLogError(
+            f"{problem}, and no peer sent a snapshot covering it"
+            + (f" ({'; '.join(failures)})" if failures else " (no peer to ask)")
+            + ": start a peer that has one, or restore the replica file that goes with this log"
+        )
 
     def _snapshot_failed(self) -> None:
         self._snapshot_in_progress = False

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from relstorage_paxos.core import NodeOptions
-from relstorage_paxos.errors import NodeUnavailableError, OutcomeUnknownError, RecordTooLargeError
+from relstorage_paxos.errors import (
+    NodeUnavailableError,
+    OutcomeUnknownError,
+    RecordTooLargeError,
+    ReplicaBehindLogError,
+    SnapshotTransferError,
+)
 from relstorage_paxos.log.sqlite_store import SqliteLogStore
 from relstorage_paxos.replica import (
     Committed,
@@ -197,6 +203,52 @@ def test_lagging_node_installs_a_snapshot(tmp_path: Path, caplog: pytest.LogCapt
         assert c.nodes[3].status.truncated_slot > 0
         assert "node 3 installed a snapshot" in caplog.text
     finally:
+        c.stop_all()
+
+
+def _replica_lost_behind_the_log(tmp_path: Path) -> Cluster:
+    """A 3-node cluster whose node 3 compacted its log and then lost its replica file."""
+    c = Cluster(
+        tmp_path, 3, RuntimeOptions(tick_s=0.01, compact_every_slots=20, compact_keep_slots=5)
+    )
+    for i in range(60):
+        c.propose(1 + i % 2, f"x{i}".encode(), Noop())
+    c.converged()
+    assert c.nodes[3].status.truncated_slot > 0
+    c.stop(3)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{c.replica_path(3)}{suffix}").unlink(missing_ok=True)
+    return c
+
+
+def test_a_replica_behind_the_log_is_rebuilt_from_a_peers_snapshot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = _replica_lost_behind_the_log(tmp_path)
+    try:
+        c.start(3)
+        assert "is behind the log's truncation point" in caplog.text
+        assert "replacing it by node 1's snapshot" in caplog.text
+        assert len(c.converged()) == 1
+        assert c.propose(3, b"after", Noop()).slot > 60
+    finally:
+        c.stop_all()
+
+
+def test_a_replica_behind_the_log_without_a_peers_snapshot_is_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    c = _replica_lost_behind_the_log(tmp_path)
+
+    def no_snapshot(peer: int, min_slot: int, dest: Path) -> int:
+        raise SnapshotTransferError(f"snapshot from node {peer}: UNAVAILABLE")
+
+    c.fetch_snapshot = no_snapshot  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ReplicaBehindLogError, match=r"no peer sent a snapshot.*node 2"):
+            c.start(3)
+    finally:
+        c.logs.pop(3).close()
         c.stop_all()
 
 
