@@ -195,6 +195,12 @@ class NodeRuntime:
         self._inbox.put(lambda: None)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        """Refuse new work and answer every waiter; from ``stop``, or from the loop itself
+        when it fails (an application in the node's process must not wait out its timeouts
+        on a loop that is gone). Safe to call twice."""
         with self._enqueue_lock:
             self._stopped = True
         self._transport.close()
@@ -207,7 +213,7 @@ class NodeRuntime:
             f"node {self.node_id} stopped before the outcome was known; "
             "retry with the same request id"
         )
-        gone = NodeUnavailableError(f"node {self.node_id} stopped")
+        gone = self._gone()
         for waiting in self._proposals.values():
             for future in waiting.futures:
                 future.set_exception(unknown)
@@ -242,6 +248,11 @@ class NodeRuntime:
                 return
         refuse()
 
+    def _gone(self) -> NodeUnavailableError:
+        failure = self._failure
+        cause = f": {type(failure).__name__}: {failure}" if failure is not None else ""
+        return NodeUnavailableError(f"node {self.node_id} stopped{cause}")
+
     @property
     def replica(self) -> Replica:
         """The replica in use (a snapshot install replaces it); close it after ``stop``."""
@@ -261,7 +272,7 @@ class NodeRuntime:
         future: Future[Applied] = Future()
         self._enqueue(
             lambda: self._propose(request_id, payload, future),
-            lambda: future.set_exception(NodeUnavailableError(f"node {self.node_id} stopped")),
+            lambda: future.set_exception(self._gone()),
         )
         return future
 
@@ -271,7 +282,7 @@ class NodeRuntime:
         future: Future[int] = Future()
         self._enqueue(
             lambda: self._read_index(future),
-            lambda: future.set_exception(NodeUnavailableError(f"node {self.node_id} stopped")),
+            lambda: future.set_exception(self._gone()),
         )
         return future
 
@@ -306,6 +317,7 @@ class NodeRuntime:
             logger.critical("node %d stops: %s", self.node_id, exc, exc_info=True)
             self._failure = exc
             self._stopping.set()
+            self._shut_down()
 
     def _now_us(self) -> int:
         return int(self._clock.monotonic() * 1_000_000)

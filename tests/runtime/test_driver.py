@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -250,6 +251,31 @@ def test_a_replica_behind_the_log_without_a_peers_snapshot_is_a_clear_error(
     finally:
         c.logs.pop(3).close()
         c.stop_all()
+
+
+def test_a_failing_log_store_stops_the_loop_with_its_cause_and_the_others_go_on(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.propose(1, b"before", Noop())
+    cluster.logs[2].close()  # every persist of node 2 fails from now on
+    for i in range(5):
+        cluster.propose(1 + 2 * (i % 2), f"while-{i}".encode(), Noop())
+    failed = cluster.nodes[2]
+    deadline = time.monotonic() + TIMEOUT_S
+    while failed.failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert failed.failure is not None, "node 2 kept running without its log"
+    assert "node 2 stops" in caplog.text
+    # Answered at once, with the cause: nobody in the node's process waits out a timeout.
+    with pytest.raises(NodeUnavailableError, match="node 2 stopped: LogStoreError"):
+        failed.read_index().result(TIMEOUT_S)
+    with pytest.raises(NodeUnavailableError, match="node 2 stopped: LogStoreError"):
+        failed.propose(b"to-a-dead-loop", encode_record(Record(b"x", Noop()))).result(TIMEOUT_S)
+    runtime = cluster.nodes.pop(2)
+    runtime.stop()
+    runtime.replica.close()
+    cluster.logs.pop(2)
+    assert cluster.propose(3, b"after", Noop()).slot > 1
 
 
 def test_stop_answers_every_waiter(tmp_path: Path) -> None:
