@@ -207,6 +207,36 @@ def test_lagging_node_installs_a_snapshot(tmp_path: Path, caplog: pytest.LogCapt
         c.stop_all()
 
 
+def test_a_failed_snapshot_fetch_is_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="relstorage_paxos.runtime.driver")
+    c = Cluster(
+        tmp_path, 3, RuntimeOptions(tick_s=0.01, compact_every_slots=20, compact_keep_slots=5)
+    )
+    fetches: list[int] = []
+    working_fetch = c.fetch_snapshot
+
+    def fails_once(peer: int, min_slot: int, dest: Path) -> int:
+        fetches.append(peer)
+        if len(fetches) == 1:
+            raise SnapshotTransferError(f"snapshot from node {peer}: UNAVAILABLE (planted)")
+        return working_fetch(peer, min_slot, dest)
+
+    c.fetch_snapshot = fails_once  # type: ignore[method-assign]
+    try:
+        c.stop(3)
+        for i in range(60):
+            c.propose(1 + i % 2, f"x{i}".encode(), Noop())
+        c.start(3)
+        assert len(c.converged()) == 1
+        assert len(fetches) >= 2, fetches
+        assert "UNAVAILABLE (planted)" in caplog.text
+        assert "node 3 installed a snapshot" in caplog.text
+    finally:
+        c.stop_all()
+
+
 def _replica_lost_behind_the_log(tmp_path: Path) -> Cluster:
     """A 3-node cluster whose node 3 compacted its log and then lost its replica file."""
     c = Cluster(
