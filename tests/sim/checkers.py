@@ -88,6 +88,6 @@ class Checker:
             for request_id, slot in self.acked.items():
                 if node.sm.first_slot.get(request_id) != slot:
                     self.fail(
-                        f"durability: node {node.id} has {request_id!r} at "
+                        f"durability at the end: node {node.id} has {request_id!r} at "
                         f"{node.sm.first_slot.get(request_id)}, acknowledged at {slot}"
                     )
