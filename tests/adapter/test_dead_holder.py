@@ -28,8 +28,6 @@ alone, so the test fails if only the lease released the lock."""
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
     with running_cluster(tmp_path, 3) as running:
-        for node in running.nodes.values():
-            wait_for(f"node {node.node_id}", node.status, 30.0)
         yield running
 
 

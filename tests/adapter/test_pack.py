@@ -36,8 +36,6 @@ REVISIONS = 3
 @pytest.fixture
 def cluster(tmp_path: Path, keep_history: bool) -> Iterator[ProcessCluster]:
     with running_cluster(tmp_path / "cluster", 3, keep_history=keep_history) as running:
-        for node in running.nodes.values():
-            wait_for(f"node {node.node_id}", node.status, 30.0)
         yield running
 
 

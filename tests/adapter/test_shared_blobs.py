@@ -35,8 +35,6 @@ _uploads = itertools.count()
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
     with running_cluster(tmp_path_factory.mktemp("shared"), 3) as running:
-        for node in running.nodes.values():
-            wait_for(f"node {node.node_id}", node.status, 30.0)
         yield running
 
 

@@ -16,14 +16,12 @@ from ZODB.POSException import POSKeyError, UndoError
 from ZODB.utils import p64, u64
 
 from tests.adapter.support import Item, lock_requests, open_db
-from tests.integration.processes import ProcessCluster, running_cluster, wait_for
+from tests.integration.processes import ProcessCluster, running_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
     with running_cluster(tmp_path_factory.mktemp("hp"), 3, keep_history=True) as running:
-        for node in running.nodes.values():
-            wait_for(f"node {node.node_id}", node.status, 30.0)
         yield running
 
 

@@ -24,7 +24,7 @@ from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError
 
 from tests.adapter.support import open_db, open_storage, relstorage_section
-from tests.integration.processes import ProcessCluster, running_cluster, wait_for
+from tests.integration.processes import ProcessCluster, running_cluster
 
 Record = tuple[bytes, bytes, bytes | None, bytes | None]
 """(oid, tid, state, blob content or None)."""
@@ -82,8 +82,6 @@ def source(
     keep_history = bool(request.param)
     root = tmp_path_factory.mktemp("hp" if keep_history else "hf")
     with running_cluster(root, 3, keep_history=keep_history) as cluster:
-        for node in cluster.nodes.values():
-            wait_for(f"node {node.node_id}", node.status, 30.0)
         db = open_db(
             cluster.nodes[1].data_dir,
             keep_history=keep_history,
@@ -190,8 +188,6 @@ def test_round_trip_through_a_cluster_keeps_every_tid(tmp_path: Path) -> None:
     finally:
         db.close()
     with running_cluster(tmp_path / "c", 3, keep_history=True) as cluster:
-        for node in cluster.nodes.values():
-            wait_for(f"node {node.node_id}", node.status, 30.0)
         through = Source(cluster, True, tmp_path)
         fs_section = "<filestorage {}>\n  path {}\n  blob-dir {}\n</filestorage>"
         convert(

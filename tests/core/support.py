@@ -82,11 +82,18 @@ def sent(ready: Ready, kind: type[M]) -> list[M]:
     return [m for m in ready.messages if isinstance(m, kind)]
 
 
-def elected_with_one_slot() -> Cluster:
-    """Three nodes; n1 leads and slot 1 is chosen."""
-    c = Cluster(3, seed=1)
+def elected(size: int = 3, **options: int) -> Cluster:
+    """``size`` nodes (seed 1) with ``options``; n1 campaigned and leads."""
+    c = Cluster(size, seed=1, **options)
     c.tick_until_campaign(1)
     c.deliver()
+    assert c.leaders() == [1]
+    return c
+
+
+def elected_with_one_slot() -> Cluster:
+    """Three nodes; n1 leads and slot 1 is chosen."""
+    c = elected()
     c.propose(1, "a")
     c.deliver()
     assert c.leaders() == [1] and c.node(1).commit == 1

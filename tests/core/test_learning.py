@@ -23,6 +23,7 @@ from tests.core.support import (
     ballot,
     campaign,
     cycle,
+    elected,
     entry,
     make_node,
     role,
@@ -31,14 +32,6 @@ from tests.core.support import (
     value,
 )
 from tests.interaction.harness import Cluster, match
-
-
-def elected(size: int = 3, **options: int) -> Cluster:
-    c = Cluster(size, seed=1, **options)
-    c.tick_until_campaign(1)
-    c.deliver()
-    assert c.leaders() == [1]
-    return c
 
 
 def test_follower_learns_commit_from_the_announcement_or_the_next_accept() -> None:

@@ -20,6 +20,7 @@ from relstorage_paxos.core import (
     Role,
 )
 from relstorage_paxos.core.messages import entry_size, split_by_size
+from tests.core import support
 from tests.interaction.harness import Cluster
 
 BUDGET = 1000
@@ -29,11 +30,7 @@ LARGE = b"x" * 600
 
 
 def elected(**options: int) -> Cluster:
-    c = Cluster(3, seed=1, message_bytes_max=BUDGET, batch_bytes_max=BUDGET, **options)
-    c.tick_until_campaign(1)
-    c.deliver()
-    assert c.leaders() == [1]
-    return c
+    return support.elected(message_bytes_max=BUDGET, batch_bytes_max=BUDGET, **options)
 
 
 def entries_size(m: Accept | CatchUpReply | Promise) -> int:

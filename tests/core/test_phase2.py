@@ -15,15 +15,8 @@ from relstorage_paxos.core import (
     Promise,
     Role,
 )
+from tests.core.support import elected
 from tests.interaction.harness import Cluster, match
-
-
-def elected(size: int = 3, **options: int) -> Cluster:
-    c = Cluster(size, seed=1, **options)
-    c.tick_until_campaign(1)
-    c.deliver()
-    assert c.leaders() == [1]
-    return c
 
 
 def accept_slots(c: Cluster) -> list[int]:

@@ -4,18 +4,11 @@ runtime releases their transactions' object locks through the log)."""
 from __future__ import annotations
 
 from relstorage_paxos.core import Role
+from tests.core.support import elected
 from tests.interaction.harness import Cluster
 
 T = 10
 """The default election_timeout_ticks and node_timeout_ticks."""
-
-
-def elected(size: int = 3) -> Cluster:
-    c = Cluster(size, seed=1)
-    c.tick_until_campaign(1)
-    c.deliver()
-    assert c.leaders() == [1]
-    return c
 
 
 def run(c: Cluster, ticks: int, *nodes: int) -> None:

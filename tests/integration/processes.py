@@ -194,9 +194,12 @@ class ProcessCluster:
             self.nodes[node_id] = NodeProcess(node_id, data_dir, address, cluster_id)
 
     def start(self) -> None:
+        """Start every node; return once there is a leader and every node answers."""
         for node in self.nodes.values():
             node.start()
         self.wait_for_leader()
+        for node in self.nodes.values():
+            wait_for(f"node {node.node_id}", node.status, 30.0)
 
     def stop(self) -> None:
         """SIGTERM every running node; each must exit 0 (a clean shutdown)."""
