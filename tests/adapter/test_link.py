@@ -1,33 +1,68 @@
 """Read barriers shared by concurrent polls: a ReadIndex round serves only the callers that
-arrived before it started, and one round serves all of them."""
+arrived before it started, and one round serves all of them. The rounds go through the real
+Sequencer client and service over a Unix socket; only the node behind the service is the
+test's, so that the test decides when each round ends."""
 
 from __future__ import annotations
 
+import queue
 import threading
-from typing import Any
+from collections.abc import Iterator
+from concurrent import futures
+from concurrent.futures import Future
+from pathlib import Path
+
+import grpc
+import pytest
 
 from relstorage_paxos.adapter.link import _CoalescedReadIndex
+from relstorage_paxos.errors import NodeUnavailableError, NoQuorumError
+from relstorage_paxos.transport.sequencer import SequencerClient, SequencerService, add_to_server
+
+CLUSTER_ID = "link"
 
 
-class GatedClient:
-    """A Sequencer client whose ReadIndex calls block until the test opens the gate."""
+class GatedNode:
+    """A node whose ReadIndex rounds end when the test answers them, in order."""
+
+    cluster_id = CLUSTER_ID
 
     def __init__(self) -> None:
-        self.calls = 0
-        self.entered = threading.Semaphore(0)
-        self.gate = threading.Semaphore(0)
+        self.rounds: queue.Queue[Future[int]] = queue.Queue()
 
-    def read_index(self, timeout_s: float = 30.0) -> int:
-        self.calls += 1
-        slot = self.calls * 10
-        self.entered.release()
-        self.gate.acquire()
-        return slot
+    def read_index(self) -> Future[int]:
+        future: Future[int] = Future()
+        self.rounds.put(future)
+        return future
+
+    def next_round(self) -> Future[int]:
+        return self.rounds.get(timeout=5)
 
 
-def test_callers_during_a_round_share_the_next_one() -> None:
-    client = GatedClient()
-    barrier = _CoalescedReadIndex(client)  # type: ignore[arg-type]
+@pytest.fixture
+def node() -> GatedNode:
+    return GatedNode()
+
+
+@pytest.fixture
+def client(tmp_path: Path, node: GatedNode) -> Iterator[SequencerClient]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    add_to_server(server, SequencerService(node, record_bytes_max=1 << 20))  # type: ignore[arg-type]
+    target = f"unix:{tmp_path / 'sequencer.sock'}"
+    server.add_insecure_port(target)
+    server.start()
+    sequencer = SequencerClient(target, CLUSTER_ID)
+    try:
+        yield sequencer
+    finally:
+        sequencer.close()
+        server.stop(None).wait()
+
+
+def test_callers_during_a_round_share_the_next_one(
+    node: GatedNode, client: SequencerClient
+) -> None:
+    barrier = _CoalescedReadIndex(client)
     results: dict[str, int] = {}
 
     def call(name: str) -> None:
@@ -35,10 +70,8 @@ def test_callers_during_a_round_share_the_next_one() -> None:
 
     first = threading.Thread(target=call, args=("first",))
     first.start()
-    assert client.entered.acquire(timeout=5)  # round 1 is in flight
-    late: list[threading.Thread] = [
-        threading.Thread(target=call, args=(f"late{i}",)) for i in range(5)
-    ]
+    round1 = node.next_round()  # round 1 reached the node
+    late = [threading.Thread(target=call, args=(f"late{i}",)) for i in range(5)]
     for t in late:
         t.start()
     waiting = threading.Event()
@@ -47,32 +80,36 @@ def test_callers_during_a_round_share_the_next_one() -> None:
             if len(barrier._cond._waiters) == 5:  # type: ignore[attr-defined]
                 break
         waiting.wait(0.01)
-    client.gate.release()  # round 1 ends: it must not answer the late callers
+    round1.set_result(10)  # round 1 ends: it must not answer the late callers
     first.join(5)
     assert results == {"first": 10}
-    assert client.entered.acquire(timeout=5)  # one round 2 for all five
-    client.gate.release()
+    node.next_round().set_result(20)  # one round 2 for all five
     for t in late:
         t.join(5)
-    assert client.calls == 2
+    assert node.rounds.empty(), "a third round was made"
     assert {results[f"late{i}"] for i in range(5)} == {20}
 
 
-def test_a_failed_round_fails_its_callers_and_the_next_round_runs() -> None:
-    class Failing:
-        calls = 0
+def test_a_failed_round_fails_its_callers_and_the_next_round_runs(
+    node: GatedNode, client: SequencerClient
+) -> None:
+    barrier = _CoalescedReadIndex(client)
+    outcome: list[BaseException | int] = []
 
-        def read_index(self, timeout_s: float = 30.0) -> Any:
-            self.calls += 1
-            if self.calls == 1:
-                raise TimeoutError("no leader")
-            return 7
+    def call() -> None:
+        try:
+            outcome.append(barrier.wait(5.0))
+        except NodeUnavailableError as exc:  # the node's NoQuorumError, through gRPC
+            outcome.append(exc)
 
-    barrier = _CoalescedReadIndex(Failing())  # type: ignore[arg-type]
-    try:
-        barrier.wait(5.0)
-    except TimeoutError:
-        pass
-    else:
-        raise AssertionError("the failure must reach the caller")
-    assert barrier.wait(5.0) == 7
+    caller = threading.Thread(target=call)
+    caller.start()
+    node.next_round().set_exception(NoQuorumError("no leader"))
+    caller.join(5)
+    assert len(outcome) == 1 and isinstance(outcome[0], Exception), outcome
+    assert "no leader" in str(outcome[0])
+    second = threading.Thread(target=call)
+    second.start()
+    node.next_round().set_result(7)
+    second.join(5)
+    assert outcome[1] == 7
