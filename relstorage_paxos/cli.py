@@ -10,9 +10,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,9 +99,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, required=True)
     serve.add_argument("--log-level", default="INFO")
 
-    status = sub.add_parser("status", help="show every node of the cluster")
+    stop = sub.add_parser(
+        "stop",
+        help="stop the node running on a data directory and wait until it has exited",
+        description="Send SIGTERM to the node serving --data-dir (the pid its lock file"
+        " holds) and wait for it to exit. Exit 0 once it has; 1 if no node runs there or it"
+        " is still running after --timeout.",
+    )
+    stop.add_argument("--data-dir", type=Path, required=True)
+    stop.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+
+    status = sub.add_parser(
+        "status",
+        help="show every node of the cluster",
+        description="Ask every member for its status. Exit 0 whenever the report was made"
+        " (it says which nodes did not answer); with --check, exit 1 unless every node"
+        " answered, serves, and the replicas at one slot have one hash.",
+    )
     status.add_argument("--data-dir", type=Path, required=True, help="a local node's data dir")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--check", action="store_true", help="exit 1 unless the cluster is well")
     status.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
     return parser
 
@@ -111,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _init(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "stop":
+            return _stop(args)
         return _status(args)
     except PaxosError as exc:
         print(f"relstorage-paxos {args.command}: {exc}", file=sys.stderr)
@@ -170,7 +191,9 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"node stopped: {node.runtime.failure}", file=sys.stderr)
             node.stop()
             return 1
+    print(f"node {node.settings.node_id} stopping", flush=True)
     node.stop()
+    print(f"node {node.settings.node_id} stopped", flush=True)
     return 0
 
 
@@ -192,7 +215,40 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps([_json(v) for v in views], indent=2))
     else:
         print(_table(views))
-    return 0 if all(isinstance(v, StatusView) for v in views) else 1
+    return 1 if args.check and not _healthy(views) else 0
+
+
+def _healthy(views: Sequence[StatusView | str]) -> bool:
+    """Every node answered and serves, and the replicas at one slot have one hash."""
+    reachable = [v for v in views if isinstance(v, StatusView)]
+    if len(reachable) < len(views) or not all(v.serving for v in reachable):
+        return False
+    hashes: dict[int, set[bytes]] = {}
+    for v in reachable:
+        hashes.setdefault(v.applied_slot, set()).add(v.running_hash)
+    return all(len(h) == 1 for h in hashes.values())
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from relstorage_paxos.server import running_node_pid
+
+    pid = running_node_pid(args.data_dir)
+    if pid is None:
+        print(f"relstorage-paxos stop: no node is running on {args.data_dir}", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    while running_node_pid(args.data_dir) is not None:
+        if time.monotonic() - started > args.timeout:
+            print(
+                f"relstorage-paxos stop: the node (pid {pid}) is still running after"
+                f" {args.timeout:g} s",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(0.05)
+    print(f"node on {args.data_dir} (pid {pid}) stopped in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 def _heard(view: StatusView) -> str:

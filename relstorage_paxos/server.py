@@ -122,6 +122,32 @@ class _PidLock:
     def release(self) -> None:
         os.close(self._fd)
 
+    @staticmethod
+    def holder(data_dir: Path) -> int | None:
+        """The pid of the node running on ``data_dir``, or ``None`` when none holds the
+        lock (a pid left in the file by a process that is gone is not believed)."""
+        path = data_dir / config.LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                return int(text) if text.isdigit() else None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+
+def running_node_pid(data_dir: Path) -> int | None:
+    """The pid of the node serving ``data_dir`` right now, if any (``relstorage-paxos
+    stop``)."""
+    return _PidLock.holder(data_dir)
+
 
 class NodeServer:
     """A running node. ``start()`` then ``stop()``; also the Sequencer's backend."""

@@ -73,6 +73,13 @@ def test_every_node_accepts_records_and_replicas_agree(tmp_path: Path) -> None:
         )
         assert status.returncode == 0, status.stdout + status.stderr
         assert "replicas agree" in status.stdout, status.stdout
+        check = subprocess.run(
+            [*CLI, "status", "--check", "--data-dir", str(cluster.nodes[1].data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
         as_json = subprocess.run(
             [*CLI, "status", "--json", "--data-dir", str(cluster.nodes[2].data_dir)],
             capture_output=True,
@@ -151,6 +158,30 @@ def test_kill_leader_then_follower_loses_nothing_acknowledged(tmp_path: Path) ->
             assert not lost, (node.node_id, lost[:5], len(acked))
 
 
+def test_stop_stops_the_node_and_waits_for_it(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 1) as cluster:
+        node = cluster.nodes[1]
+        stop = subprocess.run(
+            [*CLI, "stop", "--data-dir", str(node.data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "stopped in" in stop.stdout, stop.stdout
+        assert not node.running  # it had exited when stop returned
+        assert "node 1 stopped" in node.log_text()
+        again = subprocess.run(
+            [*CLI, "stop", "--data-dir", str(node.data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert again.returncode == 1 and "no node is running" in again.stderr, again.stderr
+
+
 def test_status_reports_a_diverged_replica(tmp_path: Path) -> None:
     with running_cluster(tmp_path, 3) as cluster:
         propose_until_acked(cluster.nodes[1], b"before")
@@ -177,6 +208,14 @@ def test_status_reports_a_diverged_replica(tmp_path: Path) -> None:
             check=False,
         )
         assert "REPLICAS DIVERGED" in status.stdout, status.stdout
+        assert status.returncode == 0, status.stdout
+        check = subprocess.run(
+            [*CLI, "status", "--check", "--data-dir", str(cluster.nodes[1].data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert check.returncode == 1, check.stdout
 
 
 def test_the_peer_port_serves_status_only_and_snapshots_only_to_members(
@@ -339,7 +378,15 @@ def test_a_node_cut_off_from_the_majority_says_so(tmp_path: Path) -> None:
             text=True,
             check=False,
         )
-        assert status.returncode == 1, status.stdout
+        assert status.returncode == 0, status.stdout  # a report was made
+        check = subprocess.run(
+            [*CLI, "status", "--check", "--json", "--data-dir", str(lonely.data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert check.returncode == 1, check.stdout  # the cluster is not well
+        assert len(json.loads(check.stdout)) == 3, check.stdout
         assert "only 1 of 3 nodes answered" in status.stdout, status.stdout
         assert " 2(" in status.stdout and " 3(" in status.stdout, status.stdout  # not heard
         assert "unreachable" in status.stdout, status.stdout
