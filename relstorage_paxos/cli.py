@@ -268,6 +268,10 @@ def _json(view: StatusView | str) -> dict[str, object]:
     return {"error": view} if isinstance(view, str) else view.to_json()
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f}M"
+
+
 def _table(views: Sequence[StatusView | str]) -> str:
     reachable = [v for v in views if isinstance(v, StatusView)]
     top = max((v.chosen_slot for v in reachable), default=0)
@@ -282,6 +286,9 @@ def _table(views: Sequence[StatusView | str]) -> str:
         "last tid",
         "replica hash",
         "uptime",
+        "pid",
+        "data (wal)",
+        "disk free",
         "hears",
     )
     rows = [header]
@@ -302,6 +309,9 @@ def _table(views: Sequence[StatusView | str]) -> str:
                 f"{v.last_tid:016x}",
                 v.running_hash.hex()[:16],
                 f"{v.uptime_s:.0f}s",
+                str(v.pid),
+                f"{_mib(v.data_dir_bytes)} ({_mib(v.wal_bytes)})",
+                _mib(v.disk_free_bytes),
                 _heard(v),
             )
         )

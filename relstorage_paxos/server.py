@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import threading
 import time
 from concurrent import futures
@@ -489,7 +490,24 @@ class NodeServer:
             uptime_s=time.monotonic() - self._started_at,
             software_version=SOFTWARE_VERSION,
             peers=self._peer_views(),
+            pid=os.getpid(),
+            **self._disk_use(),
         )
+
+    def _disk_use(self) -> dict[str, int]:
+        """Sizes of the data directory's files (those that vanish while listed, such as a
+        snapshot being replaced, are skipped) and the free space of its filesystem."""
+        total = wal = 0
+        for path in self.data_dir.rglob("*"):
+            try:
+                size = path.stat().st_size if path.is_file() else 0
+            except FileNotFoundError:
+                continue
+            total += size
+            if path.name.endswith("-wal"):
+                wal += size
+        free = shutil.disk_usage(self.data_dir).free
+        return {"data_dir_bytes": total, "wal_bytes": wal, "disk_free_bytes": free}
 
 
 def _map_future(source: Future[Applied]) -> Future[tuple[int, bytes]]:

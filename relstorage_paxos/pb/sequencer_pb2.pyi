@@ -110,7 +110,7 @@ class PeerStatus(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., reachable: _Optional[bool] = ..., last_heard_ms_ago: _Optional[int] = ..., chosen_slot: _Optional[int] = ..., applied_slot: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("node_id", "cluster_id", "role", "leader_id", "ballot", "chosen_slot", "applied_slot", "truncated_slot", "last_tid", "running_hash", "serving", "not_serving_reason", "peers", "uptime_s", "protocol_version", "software_version")
+    __slots__ = ("node_id", "cluster_id", "role", "leader_id", "ballot", "chosen_slot", "applied_slot", "truncated_slot", "last_tid", "running_hash", "serving", "not_serving_reason", "peers", "uptime_s", "protocol_version", "software_version", "pid", "data_dir_bytes", "wal_bytes", "disk_free_bytes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,10 @@ class StatusReply(_message.Message):
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIR_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     cluster_id: str
     role: Role
@@ -143,4 +147,8 @@ class StatusReply(_message.Message):
     uptime_s: float
     protocol_version: int
     software_version: str
-    def __init__(self, node_id: _Optional[int] = ..., cluster_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., leader_id: _Optional[int] = ..., ballot: _Optional[_Union[_peer_pb2.Ballot, _Mapping]] = ..., chosen_slot: _Optional[int] = ..., applied_slot: _Optional[int] = ..., truncated_slot: _Optional[int] = ..., last_tid: _Optional[int] = ..., running_hash: _Optional[bytes] = ..., serving: _Optional[bool] = ..., not_serving_reason: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., uptime_s: _Optional[float] = ..., protocol_version: _Optional[int] = ..., software_version: _Optional[str] = ...) -> None: ...
+    pid: int
+    data_dir_bytes: int
+    wal_bytes: int
+    disk_free_bytes: int
+    def __init__(self, node_id: _Optional[int] = ..., cluster_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., leader_id: _Optional[int] = ..., ballot: _Optional[_Union[_peer_pb2.Ballot, _Mapping]] = ..., chosen_slot: _Optional[int] = ..., applied_slot: _Optional[int] = ..., truncated_slot: _Optional[int] = ..., last_tid: _Optional[int] = ..., running_hash: _Optional[bytes] = ..., serving: _Optional[bool] = ..., not_serving_reason: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., uptime_s: _Optional[float] = ..., protocol_version: _Optional[int] = ..., software_version: _Optional[str] = ..., pid: _Optional[int] = ..., data_dir_bytes: _Optional[int] = ..., wal_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...

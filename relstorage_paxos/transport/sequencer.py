@@ -84,6 +84,10 @@ class StatusView:
     uptime_s: float
     software_version: str
     peers: tuple[PeerView, ...] = ()
+    pid: int = 0
+    data_dir_bytes: int = 0
+    wal_bytes: int = 0
+    disk_free_bytes: int = 0
 
     def to_json(self) -> dict[str, object]:
         """The view as JSON-ready values (``status --json`` and the HTTP ``/status``)."""
@@ -275,6 +279,10 @@ class SequencerService(sequencer_pb2_grpc.SequencerServicer):
             not_serving_reason=view.not_serving_reason,
             uptime_s=view.uptime_s,
             software_version=view.software_version,
+            pid=view.pid,
+            data_dir_bytes=view.data_dir_bytes,
+            wal_bytes=view.wal_bytes,
+            disk_free_bytes=view.disk_free_bytes,
         )
         if view.leader_id is not None:
             reply.leader_id = view.leader_id
@@ -434,4 +442,8 @@ class SequencerClient:
                 )
                 for p in r.peers
             ),
+            pid=r.pid,
+            data_dir_bytes=r.data_dir_bytes,
+            wal_bytes=r.wal_bytes,
+            disk_free_bytes=r.disk_free_bytes,
         )

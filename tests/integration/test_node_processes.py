@@ -87,6 +87,11 @@ def test_every_node_accepts_records_and_replicas_agree(tmp_path: Path) -> None:
             check=True,
         )
         rows = json.loads(as_json.stdout)
+        for row in rows:  # the process and its disk, for the operator
+            node = cluster.nodes[row["node_id"]]
+            assert node.process is not None and row["pid"] == node.process.pid, row
+            assert row["data_dir_bytes"] >= row["wal_bytes"] > 0, row
+            assert row["disk_free_bytes"] > 0, row
         assert sorted(r["node_id"] for r in rows) == [1, 2, 3]
         assert sum(r["role"] == "leader" for r in rows) == 1
         assert len({(r["applied_slot"], r["running_hash"]) for r in rows}) == 1
