@@ -1,4 +1,5 @@
-"""``relstorage-paxos``: create a node's data directory, run a node, show a cluster's state.
+"""``relstorage-paxos``: create a node's data directory, run a node, stop it, show a cluster's
+state.
 
 The only module that prints; everything it shows an operator says what is wrong and what to
 do about it.
@@ -13,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Sequence
@@ -33,11 +35,24 @@ def _member(text: str) -> tuple[int, str]:
     return int(node_id), address
 
 
+def _example(text: str) -> str:
+    return "example:\n  " + text.replace("\n", "\n  ")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relstorage-paxos", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    init = sub.add_parser("init", help="create a node's data directory")
+    init = sub.add_parser(
+        "init",
+        help="create a node's data directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_example(
+            "relstorage-paxos init --data-dir /var/lib/zodb/node1 --cluster-id shop"
+            " --node-id 1 --history-free \\\n"
+            "    --member 1=10.0.0.1:7100 --member 2=10.0.0.2:7100 --member 3=10.0.0.3:7100"
+        ),
+    )
     init.add_argument("--data-dir", type=Path, required=True)
     init.add_argument("--cluster-id", required=True, help="the same on every node")
     init.add_argument("--node-id", type=int, required=True, help="this node's id among --member")
@@ -95,26 +110,44 @@ def _parser() -> argparse.ArgumentParser:
         " is lowered to it if it is smaller)",
     )
 
-    serve = sub.add_parser("serve", help="run a node until SIGTERM")
+    serve = sub.add_parser(
+        "serve",
+        help="run a node until SIGTERM",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_example("relstorage-paxos serve --data-dir /var/lib/zodb/node1"),
+    )
     serve.add_argument("--data-dir", type=Path, required=True)
     serve.add_argument("--log-level", default="INFO")
 
     stop = sub.add_parser(
         "stop",
         help="stop the node running on a data directory and wait until it has exited",
-        description="Send SIGTERM to the node serving --data-dir (the pid its lock file"
-        " holds) and wait for it to exit. Exit 0 once it has; 1 if no node runs there or it"
-        " is still running after --timeout.",
+        description=textwrap.fill(
+            "Send SIGTERM to the node serving --data-dir (the pid its lock file holds) and"
+            " wait for it to exit. Exit 0 once it has; 1 if no node runs there or it is still"
+            " running after --timeout.",
+            88,
+        ),
     )
+    stop.formatter_class = argparse.RawDescriptionHelpFormatter
+    stop.epilog = _example("relstorage-paxos stop --data-dir /var/lib/zodb/node1")
     stop.add_argument("--data-dir", type=Path, required=True)
     stop.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
 
     status = sub.add_parser(
         "status",
         help="show every node of the cluster",
-        description="Ask every member for its status. Exit 0 whenever the report was made"
-        " (it says which nodes did not answer); with --check, exit 1 unless every node"
-        " answered, serves, and the replicas at one slot have one hash.",
+        description=textwrap.fill(
+            "Ask every member for its status. Exit 0 whenever the report was made (it says"
+            " which nodes did not answer); with --check, exit 1 unless every node answered,"
+            " serves, and the replicas at one slot have one hash.",
+            88,
+        ),
+    )
+    status.formatter_class = argparse.RawDescriptionHelpFormatter
+    status.epilog = _example(
+        "relstorage-paxos status --data-dir /var/lib/zodb/node1\n"
+        "relstorage-paxos status --check --json --data-dir /var/lib/zodb/node1"
     )
     status.add_argument("--data-dir", type=Path, required=True, help="a local node's data dir")
     status.add_argument("--json", action="store_true", help="machine-readable output")
