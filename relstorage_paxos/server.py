@@ -177,6 +177,7 @@ class NodeServer:
             self._log_store = SqliteLogStore(
                 data_dir / config.LOG_FILE, cluster_id=s.cluster_id, node_id=s.node_id
             )
+            self._set_aside_if_damaged(data_dir / config.REPLICA_FILE)
             self._replica = Replica.open(data_dir / config.REPLICA_FILE, s.keep_history)
             snapshot_dir = data_dir / config.SNAPSHOT_DIR
             snapshot_dir.mkdir(exist_ok=True)
@@ -216,6 +217,28 @@ class NodeServer:
         except BaseException:
             self._lock.release()
             raise
+
+    def _set_aside_if_damaged(self, path: Path) -> None:
+        """Move a replica that fails SQLite's quick check (and its WAL) aside, kept for
+        forensics: the node starts with an empty one, which the log replays, or a peer's
+        snapshot replaces when the log no longer reaches back (``NodeRuntime``)."""
+        problem = Replica.damage(path)
+        if problem is None:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                source.rename(f"{aside}{suffix}")
+        logger.error(
+            "node %d: replica %s is damaged (%s); set aside as %s, rebuilding it from the "
+            "log or a peer's snapshot",
+            self.settings.node_id,
+            path,
+            problem,
+            aside,
+        )
 
     @property
     def socket_path(self) -> Path:

@@ -210,6 +210,26 @@ class Replica:
         return replica
 
     @staticmethod
+    def damage(path: str | os.PathLike[str]) -> str | None:
+        """What SQLite's quick check finds wrong with the replica file at ``path`` (its first
+        complaint), or ``None`` when it passes or there is no file. Run before ``open`` by
+        a starting node: a damaged replica would serve wrong answers with a right hash."""
+        target = os.fspath(path)
+        if not os.path.exists(target) or os.path.getsize(target) == 0:
+            return None
+        try:
+            db = apsw.Connection(target, flags=apsw.SQLITE_OPEN_READWRITE)
+        except apsw.Error as exc:
+            return f"{type(exc).__name__}: {exc}"
+        try:
+            rows = db.execute("PRAGMA quick_check(1)").fetchall()
+        except apsw.Error as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            db.close()
+        return None if rows == [("ok",)] else str(rows[0][0])
+
+    @staticmethod
     def _load_or_create(db: apsw.Connection, path: str, keep_history: bool | None) -> schema.Meta:
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -187,6 +187,34 @@ def test_stop_stops_the_node_and_waits_for_it(tmp_path: Path) -> None:
         assert again.returncode == 1 and "no node is running" in again.stderr, again.stderr
 
 
+def test_a_damaged_replica_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 3) as cluster:
+        acked = [b"before-%d" % i for i in range(20)]
+        for request_id in acked:
+            propose_until_acked(cluster.nodes[1], request_id)
+        cluster.wait_converged()
+        damaged = cluster.nodes[3]
+        assert damaged.stop() == 0
+        path = damaged.data_dir / "replica.sqlite3"
+        with path.open("r+b") as f:  # a page of garbage in the middle of the file
+            f.seek(path.stat().st_size // 2 // 4096 * 4096)
+            f.write(b"\xff" * 4096)
+        assert Replica.damage(path) is not None
+        damaged.start()
+        wait_for(f"node {damaged.node_id} back", damaged.status, 30)
+        acked.append(b"after")
+        propose_until_acked(damaged, b"after")
+        cluster.wait_converged()
+        assert "is damaged" in damaged.log_text() and "set aside as" in damaged.log_text()
+        assert [p.name for p in damaged.data_dir.glob("replica.sqlite3.damaged-*")], list(
+            damaged.data_dir.iterdir()
+        )  # kept for forensics
+        assert Replica.damage(path) is None
+    for node in cluster.nodes.values():
+        with Replica.open(node.data_dir / "replica.sqlite3") as replica:
+            assert all(replica.outcome(rid) is not None for rid in acked), node.node_id
+
+
 def test_status_reports_a_diverged_replica(tmp_path: Path) -> None:
     with running_cluster(tmp_path, 3) as cluster:
         propose_until_acked(cluster.nodes[1], b"before")
