@@ -271,7 +271,8 @@ def _stop(args: argparse.Namespace) -> int:
         return 1
     started = time.monotonic()
     os.kill(pid, signal.SIGTERM)
-    while running_node_pid(args.data_dir) is not None:
+    # The node lets go of its lock before its interpreter has finished exiting.
+    while running_node_pid(args.data_dir) is not None or not _exited(pid):
         if time.monotonic() - started > args.timeout:
             print(
                 f"relstorage-paxos stop: the node (pid {pid}) is still running after"
@@ -282,6 +283,15 @@ def _stop(args: argparse.Namespace) -> int:
         time.sleep(0.05)
     print(f"node on {args.data_dir} (pid {pid}) stopped in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _exited(pid: int) -> bool:
+    """The process is gone, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def _heard(view: StatusView) -> str:
