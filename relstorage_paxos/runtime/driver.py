@@ -200,8 +200,10 @@ class NodeRuntime:
     def _shut_down(self) -> None:
         """Refuse new work and answer every waiter; from ``stop``, or from the loop itself
         when it fails (an application in the node's process must not wait out its timeouts
-        on a loop that is gone). Safe to call twice."""
+        on a loop that is gone). Only the first call does anything."""
         with self._enqueue_lock:
+            if self._stopped:
+                return
             self._stopped = True
         self._transport.close()
         while True:  # work queued before the stop: its waiters are answered below

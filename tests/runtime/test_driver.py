@@ -20,6 +20,7 @@ from relstorage_paxos.errors import (
     ReplicaBehindLogError,
     SnapshotTransferError,
 )
+from relstorage_paxos.lease_board import LeaseBoardWriter
 from relstorage_paxos.log.sqlite_store import SqliteLogStore
 from relstorage_paxos.replica import (
     Committed,
@@ -67,7 +68,7 @@ class Cluster:
     def replica_path(self, node_id: int) -> Path:
         return self.root / f"n{node_id}" / "replica.sqlite3"
 
-    def start(self, node_id: int) -> NodeRuntime:
+    def start(self, node_id: int, *, lease_board: bool = False) -> NodeRuntime:
         log = SqliteLogStore(self.log_path(node_id), cluster_id="t", node_id=node_id)
         self.logs[node_id] = log
         runtime = NodeRuntime(
@@ -86,6 +87,7 @@ class Cluster:
             snapshot_dir=self.root / f"n{node_id}",
             fetch_snapshot=self.fetch_snapshot,
             seed=node_id,
+            lease_board=LeaseBoardWriter(self.root / f"n{node_id}") if lease_board else None,
         )
         runtime.start()
         self.nodes[node_id] = runtime
@@ -286,6 +288,8 @@ def test_a_replica_behind_the_log_without_a_peers_snapshot_is_a_clear_error(
 def test_a_failing_log_store_stops_the_loop_with_its_cause_and_the_others_go_on(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
+    cluster.stop(2)
+    cluster.start(2, lease_board=True)  # as a served node has one
     cluster.propose(1, b"before", Noop())
     cluster.logs[2].close()  # every persist of node 2 fails from now on
     for i in range(5):
@@ -302,7 +306,7 @@ def test_a_failing_log_store_stops_the_loop_with_its_cause_and_the_others_go_on(
     with pytest.raises(NodeUnavailableError, match="node 2 stopped: LogStoreError"):
         failed.propose(b"to-a-dead-loop", encode_record(Record(b"x", Noop()))).result(TIMEOUT_S)
     runtime = cluster.nodes.pop(2)
-    runtime.stop()
+    runtime.stop()  # after the loop's own shut-down, as `serve` does
     runtime.replica.close()
     cluster.logs.pop(2)
     assert cluster.propose(3, b"after", Noop()).slot > 1
