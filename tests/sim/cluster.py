@@ -89,7 +89,8 @@ class SimConfig:
     garble_rate: float = 0.0
     """Share of messages of which a copy garbled on the wire (its bytes mutated) also reaches
     the receiver, through the checks a node's peer port makes (``Network.deliver_garbled``):
-    byzantine-free but malformed traffic."""
+    byzantine-free but malformed traffic. Each such message is first checked to pass those
+    checks itself: the codec must never refuse honest traffic."""
 
     def reproducer(self) -> str:
         harsh = " --harsh" if self.crash_rate == HARSH["crash_rate"] else ""
@@ -352,7 +353,14 @@ class Network:
             sim.schedule(delay, self.deliver, m)
         # Only with garbling on: an extra draw would change every other run's schedule.
         if cfg.garble_rate and self.faulty and sim.rng.random() < cfg.garble_rate:
-            wire = codec.encode(m, SIM_CLUSTER_ID).SerializeToString()
+            envelope = codec.encode(m, SIM_CLUSTER_ID)
+            try:  # the honest message itself must pass every check a peer port makes
+                honest = codec.decode(envelope, SIM_CLUSTER_ID, self.members)
+            except PeerMessageError as exc:
+                sim.checker.fail(f"codec: an honest {m!r} is refused: {exc}")
+            if honest != m:
+                sim.checker.fail(f"codec: {m!r} decodes as {honest!r}")
+            wire = envelope.SerializeToString()
             delay = sim.rng.randint(cfg.delay_min_us, cfg.delay_max_us)
             sim.schedule(delay, self.deliver_garbled, m, mutate(wire, sim.rng))
 
