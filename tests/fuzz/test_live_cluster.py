@@ -296,7 +296,8 @@ def fuzz_sequencers(
 
 
 def metric_sum(cluster: ProcessCluster, node_id: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://{cluster.http_addresses[node_id]}/metrics") as reply:
+    url = f"http://{cluster.http_addresses[node_id]}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
         text = reply.read().decode()
     return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
 
