@@ -12,7 +12,10 @@ import transaction
 import ZODB
 import ZODB.config
 from persistent import Persistent
+from ZODB.Connection import TransactionMetaData
 from ZODB.POSException import ConflictError
+from ZODB.tests.MinPO import MinPO
+from ZODB.tests.StorageTestBase import zodb_pickle
 
 from relstorage_paxos.config import NodeSettings
 from relstorage_paxos.replica.locks import DATABASE
@@ -132,3 +135,15 @@ def lock_requests(data_dir: Path) -> list[tuple[bool, bool]]:
         " ORDER BY r.queue_seq",
     )
     return [(bool(granted), bool(database)) for granted, database in rows]
+
+
+def vote_a_write(db: ZODB.DB, oid: bytes, value: str) -> tuple[Any, TransactionMetaData]:
+    """A new storage instance of ``db`` that has voted a write of ``MinPO(value)`` to
+    ``oid``, so holds its lock, and has not finished: ``(storage, txn)``."""
+    storage = db.storage.new_instance()
+    serial = storage.load(oid)[1]
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    storage.store(oid, serial, zodb_pickle(MinPO(value)), "", txn)
+    storage.tpc_vote(txn)
+    return storage, txn

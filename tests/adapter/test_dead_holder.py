@@ -12,12 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ZODB.Connection import TransactionMetaData
 from ZODB.POSException import ConflictError
-from ZODB.tests.MinPO import MinPO
-from ZODB.tests.StorageTestBase import zodb_pickle
 
-from tests.adapter.support import Item, open_db, replica_rows
+from tests.adapter.support import Item, open_db, replica_rows, vote_a_write
 from tests.integration.processes import NodeProcess, ProcessCluster, running_cluster, wait_for
 
 SURVIVOR_LOCK_TIMEOUT_S = 15
@@ -57,12 +54,7 @@ def test_a_killed_nodes_lock_is_released_and_its_transaction_never_commits(
         with victim_db.transaction() as conn:  # linearizable: it sees the commit
             oid = conn.root()["hot"]._p_oid
         # The victim's application votes: it holds the hot object's lock.
-        storage = victim_db.storage.new_instance()
-        serial = storage.load(oid)[1]
-        txn = TransactionMetaData()
-        storage.tpc_begin(txn)
-        storage.store(oid, serial, zodb_pickle(MinPO("never")), "", txn)
-        storage.tpc_vote(txn)
+        storage, txn = vote_a_write(victim_db, oid, "never")
 
         victim.kill()
         killed_at = time.monotonic()

@@ -8,16 +8,15 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
 
-import grpc
 import pytest
 
 from relstorage_paxos.adapter.link import _CoalescedReadIndex
 from relstorage_paxos.errors import NodeUnavailableError, NoQuorumError
-from relstorage_paxos.transport.sequencer import SequencerClient, SequencerService, add_to_server
+from relstorage_paxos.transport.sequencer import SequencerClient
+from tests.transport.clusters import sequencer_for
 
 CLUSTER_ID = "link"
 
@@ -46,17 +45,8 @@ def node() -> GatedNode:
 
 @pytest.fixture
 def client(tmp_path: Path, node: GatedNode) -> Iterator[SequencerClient]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    add_to_server(server, SequencerService(node, record_bytes_max=1 << 20))  # type: ignore[arg-type]
-    target = f"unix:{tmp_path / 'sequencer.sock'}"
-    server.add_insecure_port(target)
-    server.start()
-    sequencer = SequencerClient(target, CLUSTER_ID)
-    try:
+    with sequencer_for(node, tmp_path / "sequencer.sock") as sequencer:  # type: ignore[arg-type]
         yield sequencer
-    finally:
-        sequencer.close()
-        server.stop(None).wait()
 
 
 def test_callers_during_a_round_share_the_next_one(

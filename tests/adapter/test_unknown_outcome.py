@@ -9,12 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ZODB.Connection import TransactionMetaData
 from ZODB.POSException import StorageError
-from ZODB.tests.MinPO import MinPO
-from ZODB.tests.StorageTestBase import zodb_pickle
 
-from tests.adapter.support import Item, open_db
+from tests.adapter.support import Item, open_db, vote_a_write
 from tests.integration.processes import running_cluster, wait_for
 
 
@@ -33,12 +30,7 @@ def test_finish_on_a_dead_node_says_the_outcome_is_not_confirmed(tmp_path: Path)
                 conn.root()["x"] = Item(0)
             with db.transaction() as conn:
                 oid = conn.root()["x"]._p_oid
-            storage = db.storage.new_instance()
-            serial = storage.load(oid)[1]
-            txn = TransactionMetaData()
-            storage.tpc_begin(txn)
-            storage.store(oid, serial, zodb_pickle(MinPO("never")), "", txn)
-            storage.tpc_vote(txn)
+            storage, txn = vote_a_write(db, oid, "never")
             node.kill()
             with pytest.raises(
                 StorageError, match=r"not confirmed by node 1.*may still be applied"

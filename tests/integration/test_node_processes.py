@@ -47,6 +47,11 @@ def propose_until_acked(node: NodeProcess, request_id: bytes, deadline_s: float 
     )
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``relstorage-paxos *args``, its output captured; the exit code is the caller's to check."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, check=False, timeout=60)
+
+
 def replica_states(cluster: ProcessCluster) -> dict[int, tuple[int, bytes]]:
     states = {}
     for node_id, node in cluster.nodes.items():
@@ -65,27 +70,13 @@ def test_every_node_accepts_records_and_replicas_agree(tmp_path: Path) -> None:
         views = cluster.wait_converged()
         assert len({v.running_hash for v in views}) == 1
         assert views[0].applied_slot >= max(slots.values())
-        status = subprocess.run(
-            [*CLI, "status", "--data-dir", str(cluster.nodes[1].data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        status = run_cli("status", "--data-dir", str(cluster.nodes[1].data_dir))
         assert status.returncode == 0, status.stdout + status.stderr
         assert "replicas agree" in status.stdout, status.stdout
-        check = subprocess.run(
-            [*CLI, "status", "--check", "--data-dir", str(cluster.nodes[1].data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        check = run_cli("status", "--check", "--data-dir", str(cluster.nodes[1].data_dir))
         assert check.returncode == 0, check.stdout + check.stderr
-        as_json = subprocess.run(
-            [*CLI, "status", "--json", "--data-dir", str(cluster.nodes[2].data_dir)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        as_json = run_cli("status", "--json", "--data-dir", str(cluster.nodes[2].data_dir))
+        assert as_json.returncode == 0, as_json.stderr
         rows = json.loads(as_json.stdout)
         for row in rows:  # the process and its disk, for the operator
             node = cluster.nodes[row["node_id"]]
@@ -166,24 +157,12 @@ def test_kill_leader_then_follower_loses_nothing_acknowledged(tmp_path: Path) ->
 def test_stop_stops_the_node_and_waits_for_it(tmp_path: Path) -> None:
     with running_cluster(tmp_path, 1) as cluster:
         node = cluster.nodes[1]
-        stop = subprocess.run(
-            [*CLI, "stop", "--data-dir", str(node.data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        stop = run_cli("stop", "--data-dir", str(node.data_dir))
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert "stopped in" in stop.stdout, stop.stdout
         assert not node.running  # it had exited when stop returned
         assert "node 1 stopped" in node.log_text()
-        again = subprocess.run(
-            [*CLI, "stop", "--data-dir", str(node.data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        again = run_cli("stop", "--data-dir", str(node.data_dir))
         assert again.returncode == 1 and "no node is running" in again.stderr, again.stderr
 
 
@@ -234,20 +213,10 @@ def test_status_reports_a_diverged_replica(tmp_path: Path) -> None:
             return len({(v.applied_slot, v.chosen_slot) for v in views}) == 1
 
         wait_for("every node at the same slot", same_slot, 30)
-        status = subprocess.run(
-            [*CLI, "status", "--data-dir", str(cluster.nodes[1].data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        status = run_cli("status", "--data-dir", str(cluster.nodes[1].data_dir))
         assert "REPLICAS DIVERGED" in status.stdout, status.stdout
         assert status.returncode == 0, status.stdout
-        check = subprocess.run(
-            [*CLI, "status", "--check", "--data-dir", str(cluster.nodes[1].data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        check = run_cli("status", "--check", "--data-dir", str(cluster.nodes[1].data_dir))
         assert check.returncode == 1, check.stdout
 
 
@@ -405,19 +374,9 @@ def test_a_node_cut_off_from_the_majority_says_so(tmp_path: Path) -> None:
             poll_s=0.2,
         )
         assert "relstorage-paxos status" in lonely.log_text()
-        status = subprocess.run(
-            [*CLI, "status", "--data-dir", str(lonely.data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        status = run_cli("status", "--data-dir", str(lonely.data_dir))
         assert status.returncode == 0, status.stdout  # a report was made
-        check = subprocess.run(
-            [*CLI, "status", "--check", "--json", "--data-dir", str(lonely.data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        check = run_cli("status", "--check", "--json", "--data-dir", str(lonely.data_dir))
         assert check.returncode == 1, check.stdout  # the cluster is not well
         assert len(json.loads(check.stdout)) == 3, check.stdout
         assert "only 1 of 3 nodes answered" in status.stdout, status.stdout
@@ -437,13 +396,7 @@ def test_operator_errors_say_what_to_do(tmp_path: Path) -> None:
     # A data dir whose log belongs to another node is refused, with what to do.
     (node.data_dir / "paxos.sqlite3").unlink()
     (cluster.nodes[2].data_dir / "paxos.sqlite3").rename(node.data_dir / "paxos.sqlite3")
-    result = subprocess.run(
-        [*CLI, "serve", "--data-dir", str(node.data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("serve", "--data-dir", str(node.data_dir))
     assert result.returncode == 2, result.stderr
     assert "made for another node" in result.stderr, result.stderr
 
@@ -451,13 +404,7 @@ def test_operator_errors_say_what_to_do(tmp_path: Path) -> None:
 def test_second_serve_on_one_data_dir_is_refused(tmp_path: Path) -> None:
     with running_cluster(tmp_path, 1) as cluster:
         node = cluster.nodes[1]
-        result = subprocess.run(
-            [*CLI, "serve", "--data-dir", str(node.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_cli("serve", "--data-dir", str(node.data_dir))
         assert result.returncode == 2, result.stderr
         assert "in use by a running node" in result.stderr, result.stderr
         assert node.running

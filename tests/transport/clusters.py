@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
+
+import grpc
 
 from relstorage_paxos.core.ballot import Ballot
 from relstorage_paxos.core.messages import (
@@ -32,6 +37,12 @@ from relstorage_paxos.core.messages import (
 from relstorage_paxos.transport.memory import MemoryNetwork, MemoryTransport
 from relstorage_paxos.transport.peer import PeerTransport
 from relstorage_paxos.transport.port import Transport
+from relstorage_paxos.transport.sequencer import (
+    SequencerBackend,
+    SequencerClient,
+    SequencerService,
+    add_to_server,
+)
 
 CLUSTER_ID = "cluster-test"
 POLL_S = 0.005
@@ -182,3 +193,26 @@ def wait_until(
         if time.monotonic() - started > timeout_s:
             raise AssertionError(f"condition not met within {timeout_s} s")
         time.sleep(POLL_S)
+
+
+@contextmanager
+def sequencer_for(
+    backend: SequencerBackend,
+    socket: Path,
+    on_rejected: Callable[[str], None] = lambda reason: None,
+) -> Iterator[SequencerClient]:
+    """A real Sequencer service in front of ``backend`` on the Unix socket ``socket``, and a
+    real client of it; both stopped on exit."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    add_to_server(
+        server, SequencerService(backend, record_bytes_max=1 << 20, on_rejected=on_rejected)
+    )
+    target = f"unix:{socket}"
+    server.add_insecure_port(target)
+    server.start()
+    client = SequencerClient(target, backend.cluster_id)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop(None).wait()

@@ -7,7 +7,6 @@ naming why, never UNKNOWN with a traceback in the node's log."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import grpc
 import pytest
 
 from relstorage_paxos.errors import OutcomeUnknownError, RecordTooLargeError, RequestRejectedError
-from relstorage_paxos.transport.sequencer import SequencerClient, SequencerService, add_to_server
+from relstorage_paxos.transport.sequencer import SequencerClient
+from tests.transport.clusters import sequencer_for
 
 
 class SilentNode:
@@ -50,22 +50,9 @@ def rejected() -> list[str]:
 
 @pytest.fixture
 def client(tmp_path: Path, rejected: list[str]) -> Iterator[SequencerClient]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    service = SequencerService(
-        SilentNode(),  # type: ignore[arg-type]
-        record_bytes_max=1 << 20,
-        on_rejected=rejected.append,
-    )
-    add_to_server(server, service)
-    target = f"unix:{tmp_path / 'sequencer.sock'}"
-    server.add_insecure_port(target)
-    server.start()
-    sequencer = SequencerClient(target, SilentNode.cluster_id)
-    try:
+    node = SilentNode()
+    with sequencer_for(node, tmp_path / "sequencer.sock", rejected.append) as sequencer:  # type: ignore[arg-type]
         yield sequencer
-    finally:
-        sequencer.close()
-        server.stop(None).wait()
 
 
 def test_a_read_barrier_ends_with_the_nodes_reason_within_the_callers_timeout(
